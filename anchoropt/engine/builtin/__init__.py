@@ -1,0 +1,1 @@
+"""The built-in, Dassl-compatible core used when the ``dassl`` package is absent (or not wanted)."""

@@ -1,0 +1,107 @@
+"""Checkpoint files: Dassl's names and layout, safe and atomic.
+
+Layout (as Dassl): ``<output>/<model name>/model.pth.tar-<epoch>``,
+``model-best.pth.tar`` and a ``checkpoint`` pointer file naming the latest one.
+Unlike Dassl, a checkpoint holds only tensors and plain Python values (the LR
+scheduler is stored as its state dict), it is written through a temp file and a
+rename, and it is read with ``torch.load(weights_only=True)``, so loading never
+runs pickled code and a crash mid-save never leaves a truncated file.
+"""
+from __future__ import annotations
+
+import io
+import os.path as osp
+import pickle
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from anchoropt.errors import CheckpointError
+from anchoropt.engine.builtin.tools import atomic_write_bytes, mkdir_if_missing
+
+POINTER_FILE = "checkpoint"
+BEST_NAME = "model-best.pth.tar"
+
+
+def epoch_file_name(epoch: int) -> str:
+    return f"model.pth.tar-{epoch}"
+
+
+def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, model_name: str = "") -> str:
+    """Save ``state`` atomically; update the pointer file; return the path written."""
+    mkdir_if_missing(save_dir)
+    state = dict(state)
+    state["state_dict"] = {
+        (k[len("module."):] if k.startswith("module.") else k): v for k, v in state["state_dict"].items()
+    }
+    fpath = osp.join(save_dir, model_name or epoch_file_name(state["epoch"]))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    atomic_write_bytes(fpath, payload)
+    atomic_write_bytes(osp.join(save_dir, POINTER_FILE), (osp.basename(fpath) + "\n").encode())
+    if is_best:
+        atomic_write_bytes(osp.join(save_dir, BEST_NAME), payload)
+    print(f"Checkpoint saved to {fpath}")
+    return fpath
+
+
+def load_checkpoint(fpath: str) -> dict:
+    """Load a checkpoint with ``weights_only=True``; refuse pickled objects."""
+    if not fpath:
+        raise CheckpointError("Checkpoint path is empty")
+    if not osp.isfile(fpath):
+        raise CheckpointError(f'No checkpoint file at "{fpath}"')
+    try:
+        return torch.load(fpath, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f'Refusing to load "{fpath}": it contains pickled Python objects, not only tensors and plain '
+            f"values ({first}). Checkpoints written by this toolkit never do; a file from elsewhere must "
+            "be converted to a plain state dict."
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f'Cannot read checkpoint "{fpath}": {e}') from None
+
+
+def latest_checkpoint_path(fdir: str) -> str | None:
+    """The file the pointer in ``fdir`` names, or None when there is none."""
+    pointer = osp.join(fdir, POINTER_FILE)
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        name = f.readline().strip()
+    path = osp.join(fdir, name)
+    return path if name and osp.isfile(path) else None
+
+
+def capture_rng_state() -> dict:
+    """RNG states as plain values, so a resumed run continues the same random stream."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict | None) -> None:
+    if not state:
+        return
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    # random.setstate wants nested tuples; a round trip may have produced lists.
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x

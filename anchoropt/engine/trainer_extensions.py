@@ -1,0 +1,166 @@
+"""Trainer behaviour shared by both engines: checkpoints, resume, non-finite losses.
+
+``TrainerExtensions`` is mixed into the built-in ``TrainerX`` and, in Dassl
+mode, placed in front of Dassl's ``TrainerX``. It replaces exactly the pieces
+of Dassl that break on current PyTorch or that we must do differently:
+checkpoints hold plain values and are written atomically, loading never
+unpickles objects, a resume restores the RNG streams (so an interrupted run
+ends where an uninterrupted one would), a checkpoint is kept after every epoch
+as the resume point, and a non-finite loss is reported with its epoch and step.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Any
+
+import torch
+
+from anchoropt.errors import CheckpointError, UserError
+from anchoropt.engine.checkpoint import (
+    BEST_NAME, capture_rng_state, epoch_file_name, latest_checkpoint_path, load_checkpoint,
+    restore_rng_state, save_checkpoint,
+)
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
+
+
+def describe_state_dict_mismatch(model: torch.nn.Module, state_dict: dict) -> str:
+    """A readable account of why ``state_dict`` does not fit ``model`` (or '' if it does)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    parts = []
+    if shapes:
+        parts.append("shape mismatch " + "; ".join(shapes))
+    if missing:
+        parts.append(f"missing keys {missing}")
+    if unexpected:
+        parts.append(f"unexpected keys {unexpected}")
+    return ", ".join(parts)
+
+
+class TrainerExtensions:
+    """Checkpoint I/O and loss checks; expects Dassl's ``TrainerBase`` attributes."""
+
+    # ---- hooks for subclasses -------------------------------------------------
+    def checkpoint_extras(self, name: str) -> dict:
+        """Extra plain values stored in the checkpoint of model ``name`` (e.g. class names)."""
+        return {}
+
+    def on_checkpoint_loaded(self, name: str, checkpoint: dict) -> None:
+        """Called after the weights of model ``name`` were restored from ``checkpoint``."""
+
+    # ---- saving ---------------------------------------------------------------
+    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None,
+                   model_name: str = "") -> None:
+        rng_state = capture_rng_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+                "rng_state": rng_state,
+            }
+            state.update(self.checkpoint_extras(name))
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def _is_kept_epoch(self, epoch: int) -> bool:
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        return epoch == self.max_epoch or (freq > 0 and epoch % freq == 0)
+
+    def after_epoch(self) -> None:
+        finished = self.epoch + 1
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_NAME)
+        # Every epoch leaves a resume point; only the epochs Dassl would keep stay on disk.
+        self.save_model(self.epoch, self.output_dir)
+        previous = finished - 1
+        if previous > 0 and not self._is_kept_epoch(previous):
+            for name in self.get_model_names():
+                stale = osp.join(self.output_dir, name, epoch_file_name(previous))
+                if osp.isfile(stale):
+                    os.remove(stale)
+
+    # ---- loading --------------------------------------------------------------
+    def _load_into(self, name: str, path: str, checkpoint: dict) -> None:
+        model = self._models[name]
+        state_dict = checkpoint["state_dict"]
+        problem = describe_state_dict_mismatch(model, state_dict)
+        if problem:
+            raise CheckpointError(
+                f'Checkpoint "{path}" does not fit model "{name}" of trainer {self.cfg.TRAINER.NAME}: {problem}. '
+                "Was it trained with a different trainer or different settings (e.g. N_CTX)?"
+            )
+        model.load_state_dict(state_dict)
+        self.on_checkpoint_loaded(name, checkpoint)
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        names = self.get_model_names()
+        paths = {name: latest_checkpoint_path(osp.join(directory, name)) for name in names}
+        if any(p is None for p in paths.values()):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        rng_state = None
+        for name, path in paths.items():
+            print(f'Loading checkpoint from "{path}"')
+            checkpoint = load_checkpoint(path)
+            self._load_into(name, path, checkpoint)
+            if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
+                self._optims[name].load_state_dict(checkpoint["optimizer"])
+            if self._scheds[name] is not None and checkpoint.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(checkpoint["scheduler"])
+            start_epoch = checkpoint["epoch"]
+            rng_state = checkpoint.get("rng_state") or rng_state
+        restore_rng_state(rng_state)
+        print(f"Previous epoch: {start_epoch}")
+        return start_epoch
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = BEST_NAME if epoch is None else epoch_file_name(epoch)
+        for name in self.get_model_names():
+            path = osp.join(directory, name, model_file)
+            if not osp.isfile(path):
+                folder = osp.join(directory, name)
+                found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
+                hint = (f"found {found}; pass --load-epoch N for model.pth.tar-N" if found
+                        else "no checkpoint files there; is --model-dir the output directory of a training run?")
+                raise CheckpointError(f"No checkpoint at {path} ({hint})")
+            checkpoint = load_checkpoint(path)
+            self._load_into(name, path, checkpoint)
+            val = checkpoint.get("val_result")
+            val_txt = f", val_result={val:.1f}" if isinstance(val, (int, float)) else ""
+            print(f"Load {path} to {name} (epoch={checkpoint['epoch']}{val_txt})")
+
+    # ---- loss checks ----------------------------------------------------------
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            epoch = getattr(self, "epoch", 0) + 1
+            step = getattr(self, "batch_idx", 0) + 1
+            raise NonFiniteLossError(
+                f"Loss is {loss.detach().float().flatten()[0].item()} at epoch {epoch}, batch {step}: training "
+                "stopped; the last saved checkpoint is intact. Low precision is the usual cause: rerun with "
+                "the trainer's PREC set to fp32 (or amp)."
+            )
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        loss.backward()
