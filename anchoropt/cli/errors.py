@@ -1,0 +1,47 @@
+"""Turning user errors into one line on stderr (tracebacks only with --debug)."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+from anchoropt.errors import UserError
+
+DEBUG_ENV = "ANCHOROPT_DEBUG"
+
+
+def user_error_message(exc: BaseException) -> str:
+    """The user-facing text of ``exc``.
+
+    A ``UserError`` raised inside a DataLoader worker is re-raised by torch with
+    the worker's traceback folded into the message; keep only its last line.
+    """
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        _, _, rest = last.partition(": ")
+        text = rest or last
+    return text
+
+
+def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
+    """Wrap a console ``main``: a ``UserError`` becomes ``error: <message>`` and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        args = sys.argv[1:] if argv is None else list(argv)
+        debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        try:
+            return main(args) or 0
+        except UserError as e:
+            if debug:
+                raise
+            sys.stdout.flush()
+            print(f"error: {user_error_message(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

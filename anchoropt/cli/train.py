@@ -1,0 +1,121 @@
+"""``train.py``: CoOp's command line, on either engine.
+
+    python train.py --root DATA --seed 1 --trainer CoOp_AnchorOPT \
+        --dataset-config-file configs/datasets/imagenet.yaml \
+        --config-file configs/trainers/CoOp_AnchorOPT/vit_b16.yaml \
+        --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from anchoropt.cli.errors import run_cli
+from anchoropt.cli.output_lock import OutputDirLock
+from anchoropt.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train or evaluate a prompt-learning trainer (CoOp's train.py interface).")
+    p.add_argument("--root", type=str, default="", help="path to the datasets root")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory to resume training from")
+    p.add_argument("--seed", type=int, default=None, help="random seed (0 is a valid seed; negative = random)")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="trainer config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of the CLIP backbone (MODEL.BACKBONE.NAME)")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load the model from this directory (eval-only)")
+    p.add_argument("--load-epoch", type=int, default=None, help="load model.pth.tar-<epoch> (default: best)")
+    p.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
+    p.add_argument("--plugin", action="append", default=[], help="extra module that registers trainers/datasets")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    pairs = {
+        "DATASET.ROOT": args.root,
+        "OUTPUT_DIR": args.output_dir,
+        "RESUME": args.resume,
+        "DATASET.SOURCE_DOMAINS": args.source_domains,
+        "DATASET.TARGET_DOMAINS": args.target_domains,
+        "INPUT.TRANSFORMS": args.transforms,
+        "TRAINER.NAME": args.trainer,
+        "MODEL.BACKBONE.NAME": args.backbone,
+        "MODEL.HEAD.NAME": args.head,
+    }
+    out = {k: v for k, v in pairs.items() if v}
+    if args.seed is not None:
+        out["SEED"] = args.seed
+    return out
+
+
+def setup_cfg(args: argparse.Namespace):
+    from anchoropt.config import build_config
+
+    return build_config(args.dataset_config_file, args.config_file, args.opts or [], overrides_from_args(args))
+
+
+def _check_registered(cfg) -> None:
+    from anchoropt.engine import DATASET_REGISTRY, TRAINER_REGISTRY
+
+    for what, name, registry, flag in (
+        ("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY, "--trainer"),
+        ("dataset", cfg.DATASET.NAME, DATASET_REGISTRY, "DATASET.NAME (--dataset-config-file)"),
+    ):
+        known = sorted(registry.registered_names())
+        if name not in known:
+            raise ConfigError(f"Unknown {what} {name!r} ({flag}); registered: {', '.join(known)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from anchoropt.plugins import load_plugins
+
+    load_plugins(args.plugin)
+    cfg = setup_cfg(args)
+    _check_registered(cfg)
+    if args.eval_only and not args.model_dir:
+        raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
+
+    console = sys.stdout
+    with OutputDirLock(cfg.OUTPUT_DIR):
+        try:
+            return _run(args, cfg)
+        finally:
+            if sys.stdout is not console:  # setup_logger tees stdout into log.txt; undo for in-process callers
+                sys.stdout.close()
+                sys.stdout = console
+
+
+def _run(args: argparse.Namespace, cfg) -> int:
+    from anchoropt.engine import build_trainer, engine_description, set_random_seed, setup_logger
+
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    print(f"Engine: {engine_description()}")
+    print("** Arguments **")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("** Config **")
+    print(cfg)
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+    elif not args.no_train:
+        trainer.train()
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(run_cli(main)())

@@ -1,0 +1,1 @@
+"""Registered trainers. Importing this package registers every trainer and its config node."""
