@@ -120,7 +120,8 @@ def read_clip_state_dict(file: str) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise CheckpointError(
                 f"CLIP weights file {file} is neither a TorchScript archive nor a state dict "
-                f"loadable with torch.load(weights_only=True) ({type(exc).__name__}: {exc})"
+                f"loadable with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
+                f"if it is a partial download, delete it and download it again"
             ) from exc
     _check_clip_state_dict(state_dict, file)
     return state_dict

@@ -72,15 +72,16 @@ CLIP_SPECS: dict[str, dict[str, int]] = {
 
 
 def build_random_clip(spec: str = "tiny", seed: int = 0) -> CLIP:
-    """A fp32 CLIP in eval mode with CLIP's own random init; the same `seed` gives the same weights.
+    """A frozen fp32 CLIP in eval mode (as `load_clip` returns) with CLIP's own random init.
 
-    The global RNG state is left untouched.
+    The same `seed` gives the same weights; the global RNG state is left untouched.
     """
     if spec not in CLIP_SPECS:
         raise ConfigError(f"Unknown random CLIP spec {spec!r}; available: {', '.join(CLIP_SPECS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIP(**CLIP_SPECS[spec])
+    model.requires_grad_(False)
     return model.float().eval()
 
 

@@ -86,7 +86,9 @@ def prompt_token_sequence(template: str, class_name: str, n_ctx: int) -> tuple[l
         if piece == "class":
             text += clean_class_name(class_name)
             continue
-        count = _slot_count(piece, n_ctx, template)
+        count = _slot_count(piece, n_ctx)
+        if count == 0:
+            continue
         ids = encode_words(text)
         tokens += ids + [0] * count
         slots += [-1] * len(ids) + list(range(next_slot, next_slot + count))
@@ -100,7 +102,7 @@ def prompt_token_sequence(template: str, class_name: str, n_ctx: int) -> tuple[l
     return tokens, slots
 
 
-def _slot_count(placeholder: str, n_ctx: int, template: str) -> int:
+def _slot_count(placeholder: str, n_ctx: int) -> int:
     if placeholder == "ctx":
         return n_ctx
     if placeholder == "ctx_head":
@@ -110,6 +112,18 @@ def _slot_count(placeholder: str, n_ctx: int, template: str) -> int:
     return int(placeholder.split(":")[1])
 
 
+def render_prompt(template: str, class_name: str, n_ctx: int, slot_word: str = "X") -> str:
+    """The prompt as text, with `slot_word` for each slot (for logs)."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name == "class":
+            return clean_class_name(class_name)
+        return " ".join([slot_word] * _slot_count(name, n_ctx))
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
 class PromptLayout(nn.Module):
     """Per-class fixed token embeddings and slot map for one template; fills slots with context.
 
@@ -117,6 +131,7 @@ class PromptLayout(nn.Module):
     tensors and a model trained on some classes can be evaluated on others):
     ``token_ids`` [n_cls, L], ``fixed_embeds`` [n_cls, L, width], ``slot_index`` [n_cls, L]
     (-1 for fixed tokens, else the slot number), ``eot_index`` [n_cls]. ``L = max EOT + 1``.
+    ``token_ids`` holds 0 at slot positions and after EOT (EOT stays the largest id per row).
 
     `token_embedding` is CLIP's embedding module; it is referenced, not registered, so it is
     neither saved with nor moved by this module.
@@ -138,6 +153,8 @@ class PromptLayout(nn.Module):
         super().__init__()
         if n_ctx < 0:
             raise ConfigError(f"number of context tokens must be >= 0, got {n_ctx}")
+        if "{class}" not in template:
+            raise ConfigError(f"prompt template {template!r} has no {{class}} placeholder")
         self._token_embedding = (token_embedding,)  # a tuple hides it from nn.Module registration
         self.template = template
         self.n_ctx = n_ctx
@@ -187,19 +204,7 @@ class PromptLayout(nn.Module):
     @property
     def prompts(self) -> list[str]:
         """Human-readable prompts, with "X" for each slot."""
-        slot = " ".join(["X"] * self.n_ctx)
-        half = " ".join(["X"] * (self.n_ctx // 2))
-        tail = " ".join(["X"] * (self.n_ctx - self.n_ctx // 2))
-
-        def fill(name: str) -> str:
-            return _PLACEHOLDER.sub(
-                lambda m: {"class": clean_class_name(name), "ctx": slot, "ctx_head": half, "ctx_tail": tail}.get(
-                    m.group(1), " ".join(["X"] * int(m.group(1).split(":")[-1]))
-                ),
-                self.template,
-            )
-
-        return [fill(name) for name in self.class_names]
+        return [render_prompt(self.template, name, self.n_ctx) for name in self.class_names]
 
     def assemble(self, ctx: torch.Tensor, class_specific: bool = False) -> torch.Tensor:
         """Prompt embeddings with the slots filled from `ctx`.
