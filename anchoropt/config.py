@@ -26,6 +26,11 @@ def add_project_keys(cfg: CN) -> None:
     """Keys every trainer and dataset here understands, beyond Dassl's defaults."""
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-novel protocol)
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file (JIT archive or state dict); overrides NAME lookup
+    # Provenance recorded in each results file (train.py and the protocol scripts fill these in).
+    cfg.RUN = CN()
+    cfg.RUN.CONFIG_FILE = ""
+    cfg.RUN.DATASET_CONFIG_FILE = ""
+    cfg.RUN.PROTOCOL = ""  # base2new / cross_dataset / domain_generalization
 
 
 def get_default_config() -> CN:

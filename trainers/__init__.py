@@ -1,1 +1,2 @@
 """Registered trainers. Importing this package registers every trainer and its config node."""
+from trainers import coop, zsclip  # noqa: F401

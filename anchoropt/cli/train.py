@@ -52,6 +52,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         "MODEL.HEAD.NAME": args.head,
     }
     out = {k: v for k, v in pairs.items() if v}
+    out["RUN.CONFIG_FILE"] = args.config_file
+    out["RUN.DATASET_CONFIG_FILE"] = args.dataset_config_file
     if args.seed is not None:
         out["SEED"] = args.seed
     return out
@@ -82,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     load_plugins(args.plugin)
     cfg = setup_cfg(args)
     _check_registered(cfg)
-    if args.eval_only and not args.model_dir:
-        raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
-
     console = sys.stdout
     with OutputDirLock(cfg.OUTPUT_DIR):
         try:
@@ -110,7 +109,10 @@ def _run(args: argparse.Namespace, cfg) -> int:
     print(cfg)
     trainer = build_trainer(cfg)
     if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        if args.model_dir:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        elif trainer.get_model_names():
+            raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
         trainer.test()
     elif not args.no_train:
         trainer.train()

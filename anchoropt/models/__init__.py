@@ -1,0 +1,1 @@
+"""Prompt learners and CLIP wrappers used by the trainers (no Dassl dependency)."""

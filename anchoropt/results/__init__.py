@@ -1,0 +1,1 @@
+"""Machine-readable results of runs, and the tables built from them."""

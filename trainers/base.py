@@ -1,0 +1,146 @@
+"""``ClipTrainer``: what every CLIP trainer here shares, written once.
+
+Loading CLIP (``MODEL.BACKBONE.NAME`` / ``PATH``) with the trainer's ``PREC``,
+precision-aware optimisation steps (autocast, GradScaler, non-finite loss
+check), the LR stepped after the last batch of each epoch (as CoOp does),
+evaluation with a per-evaluation cache hook, and a results file per
+evaluation. Subclasses implement the Dassl contract: ``build_model``,
+``forward_backward`` and ``model_inference``.
+"""
+from __future__ import annotations
+
+import os.path as osp
+import time
+from typing import Any
+
+import torch
+from clip.model import CLIP
+
+from anchoropt.backbone import Precision, check_input_size, load_clip
+from anchoropt.engine import DataManager, DatasetWrapper, TrainerX, engine_description, write_json
+from anchoropt.results.record import build_record, results_file_name
+
+
+def cfg_get(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+class ClipTrainer(TrainerX):
+    """Base class of the CLIP prompt-learning trainers (both engines)."""
+
+    #: Config key holding this trainer's precision (fp32 / fp16 / amp); "" means fp32.
+    PREC_KEY = ""
+
+    def __init__(self, cfg: Any) -> None:
+        self._created_at = time.time()
+        self.precision: Precision | None = None
+        super().__init__(cfg)
+
+    # ---- data -----------------------------------------------------------------------------
+    def build_data_loader(self) -> None:
+        # Our dataset wrapper reports an unreadable image by its path, on either engine.
+        dm = DataManager(self.cfg, dataset_wrapper=DatasetWrapper)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    @property
+    def classnames(self) -> list[str]:
+        return list(self.dm.dataset.classnames)
+
+    def parse_batch_train(self, batch: dict):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    # ---- model ----------------------------------------------------------------------------
+    @property
+    def prec(self) -> str:
+        return cfg_get(self.cfg, self.PREC_KEY) if self.PREC_KEY else "fp32"
+
+    def load_clip(self) -> CLIP:
+        """The frozen CLIP for this run, on the trainer's device, in the trainer's precision."""
+        cfg = self.cfg
+        source = cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME
+        print(f"Loading CLIP (backbone: {source})")
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        check_input_size(clip_model, cfg.INPUT.SIZE)
+        self.precision = Precision(self.prec, self.device)
+        self.precision.apply(clip_model)
+        return clip_model.to(self.device)
+
+    def autocast(self):
+        return self.precision.autocast()
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def optimize(self, loss: torch.Tensor, names=None) -> None:
+        """zero_grad, backward (scaled under fp16 amp), step; a non-finite loss stops the run."""
+        self.detect_anomaly(loss)
+        self.model_zero_grad(names)
+        scaler = self.precision.scaler if self.precision else None
+        if scaler is None:
+            loss.backward()
+            self.model_update(names)
+            return
+        scaler.scale(loss).backward()
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                scaler.step(self._optims[name])
+        scaler.update()
+
+    def step_lr_if_epoch_done(self) -> None:
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def before_evaluation(self) -> None:
+        """Called once per evaluation, in eval mode and under no_grad: cache what is fixed."""
+
+    def after_evaluation(self) -> None:
+        """Called after an evaluation: drop what ``before_evaluation`` cached."""
+
+    def results_extras(self) -> dict:
+        """Trainer-specific facts added to the results file."""
+        return {}
+
+    def parse_batch_test(self, batch: dict):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    @torch.no_grad()
+    def test(self, split: str | None = None) -> float:
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            loader = self.val_loader
+        else:
+            split, loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        self.before_evaluation()
+        try:
+            for batch in loader:
+                image, label = self.parse_batch_test(batch)
+                with self.autocast():
+                    output = self.model_inference(image)
+                self.evaluator.process(output.float(), label)
+        finally:
+            self.after_evaluation()
+        results = self.evaluator.evaluate()
+        self.write_results(split, results, num_samples=len(loader.dataset))
+        return list(results.values())[0]
+
+    def write_results(self, split: str, metrics: dict, num_samples: int) -> str:
+        record = build_record(
+            self.cfg, split, metrics, engine=engine_description(), num_classes=self.num_classes,
+            num_samples=num_samples, wall_time_s=time.time() - self._created_at, extra=self.results_extras(),
+        )
+        path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
+        write_json(record, path)
+        print(f"Results written to {path}")
+        return path

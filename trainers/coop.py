@@ -1,0 +1,60 @@
+"""CoOp (Zhou et al., IJCV 2022): learnable context vectors for CLIP's text prompt."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from yacs.config import CfgNode as CN
+
+from anchoropt.config import register_config_node
+from anchoropt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
+from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
+from trainers.base import ClipTrainer
+
+
+@register_config_node
+def add_coop_config(cfg) -> None:
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words, e.g. "a photo of a"
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+
+
+class TextFeatureCache:
+    """Mixin: encode the class prompts once per evaluation (they are fixed in eval mode)."""
+
+    _eval_text_features = None
+
+    def before_evaluation(self) -> None:
+        self._eval_text_features = self.model.text_features()
+
+    def after_evaluation(self) -> None:
+        self._eval_text_features = None
+
+    def model_inference(self, image):
+        return self.model(image, self._eval_text_features)
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(TextFeatureCache, ClipTrainer):
+    PREC_KEY = "TRAINER.COOP.PREC"
+
+    def build_model(self) -> None:
+        cfg = self.cfg.TRAINER.COOP
+        clip_model = self.load_clip()
+        print("Building custom CLIP")
+        learner = CoOpPromptLearner(clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.CSC,
+                                    cfg.CLASS_TOKEN_POSITION)
+        self.model = PromptedCLIP(clip_model, learner).to(self.device)
+        self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
+
+    def forward_backward(self, batch) -> dict:
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            output = self.model(image)
+            loss = F.cross_entropy(output.float(), label)
+        self.optimize(loss)
+        self.step_lr_if_epoch_done()
+        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
