@@ -72,17 +72,18 @@ def merge_file(cfg: CN, path: str) -> None:
 
 def build_config(
     dataset_config_file: str = "",
-    config_file: str = "",
+    config_file: str | Iterable[str] = "",
     opts: Iterable[str] = (),
     overrides: dict[str, Any] | None = None,
     freeze: bool = True,
 ) -> CN:
-    """Defaults <- dataset yaml <- method yaml <- ``overrides`` (from CLI flags) <- trailing ``opts``."""
+    """Defaults <- dataset yaml <- method yaml(s), in order <- ``overrides`` (CLI flags) <- trailing ``opts``."""
     cfg = get_default_config()
     if dataset_config_file:
         merge_file(cfg, dataset_config_file)
-    if config_file:
-        merge_file(cfg, config_file)
+    for path in [config_file] if isinstance(config_file, str) else config_file:
+        if path:
+            merge_file(cfg, path)
     for key, value in (overrides or {}).items():
         node = cfg
         *parents, leaf = key.split(".")

@@ -136,7 +136,7 @@ def test_default_paths_for_all_datasets_and_imagenet_variants(tmp_path):
     for dataset, file_name in expected.items():
         assert default_descriptions_path(dataset, tmp_path) == tmp_path / file_name
     assert default_descriptions_path("EuroSAT").parent.name == "descriptions"
-    with pytest.raises(ConfigError, match="DESCRIPTION_FILE"):
+    with pytest.raises(ConfigError, match="TRAINER.ANCHOROPT.DESCRIPTIONS"):
         default_descriptions_path("CIFAR10", tmp_path)
 
 

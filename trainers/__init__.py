@@ -1,2 +1,2 @@
 """Registered trainers. Importing this package registers every trainer and its config node."""
-from trainers import coop, zsclip  # noqa: F401
+from trainers import anchoropt_config, coop, zsclip  # noqa: F401

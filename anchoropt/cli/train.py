@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    p.add_argument("--config-file", type=str, default="", help="trainer config file")
+    p.add_argument("--config-file", type=str, action="append", default=[],
+                   help="trainer config file; repeat to layer files (e.g. shared settings, then per-dataset ones)")
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
     p.add_argument("--trainer", type=str, default="", help="name of trainer")
     p.add_argument("--backbone", type=str, default="", help="name of the CLIP backbone (MODEL.BACKBONE.NAME)")
@@ -52,7 +53,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         "MODEL.HEAD.NAME": args.head,
     }
     out = {k: v for k, v in pairs.items() if v}
-    out["RUN.CONFIG_FILE"] = args.config_file
+    out["RUN.CONFIG_FILE"] = ",".join(args.config_file)
     out["RUN.DATASET_CONFIG_FILE"] = args.dataset_config_file
     if args.seed is not None:
         out["SEED"] = args.seed

@@ -15,7 +15,7 @@ from anchoropt.errors import ConfigError, DataError
 from anchoropt.method.names import compact_classname, coop_renamed, loose_classname, normalize_classname
 
 DESCRIPTIONS_DIR = Path(__file__).absolute().parents[2] / "descriptions"
-DESCRIPTION_FILE_KEY = "TRAINER.ANCHOROPT.DESCRIPTION_FILE"
+DESCRIPTION_FILE_KEY = "TRAINER.ANCHOROPT.DESCRIPTIONS"
 MAX_PER_CLASS_KEY = "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH"
 DOWNLOAD_HINT = "run `anchoropt-descriptions-download` (see descriptions/README.md)"
 

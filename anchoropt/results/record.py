@@ -35,9 +35,10 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def config_name(config_file: str) -> str:
-    """``configs/trainers/CoOp/vit_b16_ep50.yaml`` -> ``vit_b16_ep50``."""
-    return osp.splitext(osp.basename(config_file))[0] if config_file else ""
+def config_name(config_files: str) -> str:
+    """``configs/trainers/CoOp/vit_b16_ep50.yaml`` -> ``vit_b16_ep50`` (the first of a comma-separated list)."""
+    first = config_files.split(",")[0] if config_files else ""
+    return osp.splitext(osp.basename(first))[0] if first else ""
 
 
 def build_record(cfg: Any, split: str, metrics: Mapping[str, float], *, engine: str, num_classes: int,
