@@ -56,7 +56,7 @@ def test_second_job_on_same_output_dir_is_refused(tmp_path):
 
 def test_lock_of_a_killed_job_does_not_block(tmp_path):
     code = ("import sys, time; from anchoropt.cli.output_lock import OutputDirLock; "
-            f"OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
+            f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
                               text=True)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from typing import Callable
 
 from anchoropt.errors import UserError
@@ -31,6 +32,9 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         args = sys.argv[1:] if argv is None else list(argv)
+        # The clip package imports pkg_resources, whose deprecation warning would otherwise
+        # precede every command's output; it is not actionable for users.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
         try:
             return main(args) or 0
