@@ -72,6 +72,17 @@ def test_training_reduces_loss_and_writes_dassl_checkpoint_names(trained):
     assert read_result(trained)["accuracy"] > 100 / 4  # above chance on 4 colour classes
 
 
+def test_train_history_has_one_line_per_epoch(trained):
+    with open(os.path.join(trained, "train_history.jsonl")) as f:
+        history = [json.loads(line) for line in f]
+    trace = read_trace(trained)
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    for h in history:
+        steps = [r for r in trace if r["epoch"] == h["epoch"] - 1]
+        assert h["steps"] == len(steps) and h["lr"] == steps[0]["lr"]
+        assert h["loss"] == pytest.approx(sum(r["loss"] for r in steps) / len(steps))
+
+
 def test_lr_follows_constant_warmup_then_cosine_stepped_per_epoch(trained):
     trace = read_trace(trained)
     for rec in trace:

@@ -10,17 +10,23 @@ as the resume point, and a non-finite loss is reported with its epoch and step.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import os.path as osp
-from typing import Any
+import time
 
 import torch
 
 from anchoropt.errors import CheckpointError, UserError
+from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.engine.checkpoint import (
     BEST_NAME, capture_rng_state, epoch_file_name, latest_checkpoint_path, load_checkpoint,
     restore_rng_state, save_checkpoint,
 )
+
+
+HISTORY_FILE = "train_history.jsonl"
 
 
 class NonFiniteLossError(UserError):
@@ -57,6 +63,55 @@ class TrainerExtensions:
 
     def on_checkpoint_loaded(self, name: str, checkpoint: dict) -> None:
         """Called after the weights of model ``name`` were restored from ``checkpoint``."""
+
+    # ---- the epoch loop ---------------------------------------------------------
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(progress(self.train_loader_x, total=self.num_batches)):
+            data_time.update(time.time() - end)
+            lr = self._current_lr_or_none()
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            self._print_step(losses, batch_time, data_time, lr)
+            end = time.time()
+        self.record_epoch(losses, batch_time)
+
+    def _print_step(self, losses: MetricMeter, batch_time: AverageMeter, data_time: AverageMeter, lr: float) -> None:
+        meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
+        if not (meet_freq or self.num_batches < self.cfg.TRAIN.PRINT_FREQ):
+            return
+        nb_remain = self.num_batches - self.batch_idx - 1 + (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+        print(" ".join([
+            f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+            f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+            f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+            f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+            f"{losses}",
+            f"lr {lr:.4e}" if lr is not None else "",
+            f"eta {eta}",
+        ]))
+
+    def record_epoch(self, losses: MetricMeter, batch_time: AverageMeter) -> None:
+        """Append the epoch's mean losses to ``train_history.jsonl`` (machine-readable, no log scraping)."""
+        entry = {"epoch": self.epoch + 1, "steps": self.num_batches, "lr": getattr(self, "_epoch_start_lr", None),
+                 "seconds": batch_time.sum, **{k: m.avg for k, m in losses.meters.items()}}
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(osp.join(self.output_dir, HISTORY_FILE), "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def before_epoch(self) -> None:
+        self._epoch_start_lr = self._current_lr_or_none()
+
+    def _current_lr_or_none(self) -> float | None:
+        optims = [o for o in self._optims.values() if o is not None]
+        return optims[0].param_groups[0]["lr"] if optims else None
 
     # ---- saving ---------------------------------------------------------------
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None,

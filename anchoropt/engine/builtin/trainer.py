@@ -6,63 +6,21 @@ written for Dassl runs here unchanged (and vice versa, through the seam).
 from __future__ import annotations
 
 import datetime
-import sys
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
+from anchoropt.engine.meters import progress
 from anchoropt.engine.trainer_extensions import TrainerExtensions
 
 from .data.manager import DataManager
 from .evaluator import build_evaluator
 from .registry import TRAINER_REGISTRY
 from .tools import tolist_if_not
-
-
-class AverageMeter:
-    def __init__(self, ema: bool = False, momentum: float = 0.1) -> None:
-        self.ema, self.momentum = ema, momentum
-        self.reset()
-
-    def reset(self) -> None:
-        self.val = self.avg = self.sum = 0.0
-        self.count = 0
-
-    def update(self, val: float, n: int = 1) -> None:
-        if isinstance(val, torch.Tensor):
-            val = val.item()
-        self.val = val
-        self.sum += val * n
-        self.count += n
-        self.avg = (1 - self.momentum) * self.avg + self.momentum * val if self.ema else self.sum / self.count
-
-
-class MetricMeter:
-    def __init__(self, delimiter: str = " ") -> None:
-        self.meters: dict[str, AverageMeter] = defaultdict(AverageMeter)
-        self.delimiter = delimiter
-
-    def update(self, input_dict: dict | None) -> None:
-        if input_dict is None:
-            return
-        if not isinstance(input_dict, dict):
-            raise TypeError("Input to MetricMeter.update() must be a dictionary")
-        for k, v in input_dict.items():
-            self.meters[k].update(v.item() if isinstance(v, torch.Tensor) else v)
-
-    def __str__(self) -> str:
-        return self.delimiter.join(f"{name} {m.val:.4f} ({m.avg:.4f})" for name, m in self.meters.items())
-
-
-def _progress(iterable, **kwargs):
-    """A tqdm bar when a person is watching a terminal; plain iteration otherwise."""
-    stream = getattr(sys.stdout, "console", sys.stdout)
-    return tqdm(iterable, file=stream, leave=False, **kwargs) if stream.isatty() else iterable
 
 
 class TrainerBase(TrainerExtensions):
@@ -122,12 +80,6 @@ class TrainerBase(TrainerExtensions):
 
     def after_train(self) -> None:
         pass
-
-    def before_epoch(self) -> None:
-        pass
-
-    def run_epoch(self) -> None:
-        raise NotImplementedError
 
     def test(self, split: str | None = None):
         raise NotImplementedError
@@ -223,7 +175,7 @@ class SimpleTrainer(TrainerBase):
             split = "test"
             data_loader = self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch in _progress(data_loader):
+        for batch in progress(data_loader):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
@@ -242,35 +194,7 @@ class SimpleTrainer(TrainerBase):
 
 
 class TrainerX(SimpleTrainer):
-    """A trainer over labelled data only."""
-
-    def run_epoch(self) -> None:
-        self.set_model_mode("train")
-        losses = MetricMeter()
-        batch_time = AverageMeter()
-        data_time = AverageMeter()
-        self.num_batches = len(self.train_loader_x)
-        end = time.time()
-        for self.batch_idx, batch in enumerate(_progress(self.train_loader_x, total=self.num_batches)):
-            data_time.update(time.time() - end)
-            loss_summary = self.forward_backward(batch)
-            batch_time.update(time.time() - end)
-            losses.update(loss_summary)
-            meet_freq = (self.batch_idx + 1) % self.cfg.TRAIN.PRINT_FREQ == 0
-            if meet_freq or self.num_batches < self.cfg.TRAIN.PRINT_FREQ:
-                nb_remain = self.num_batches - self.batch_idx - 1
-                nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
-                eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
-                print(" ".join([
-                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
-                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
-                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
-                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
-                    f"{losses}",
-                    f"lr {self.get_current_lr():.4e}",
-                    f"eta {eta}",
-                ]))
-            end = time.time()
+    """A trainer over labelled data only (the epoch loop lives in ``TrainerExtensions.run_epoch``)."""
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
