@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, cfg)
         finally:
             if sys.stdout is not console:  # setup_logger tees stdout into log.txt; undo for in-process callers
-                sys.stdout.close()
-                sys.stdout = console
+                logger, sys.stdout = sys.stdout, console
+                log_file = getattr(logger, "file", None)  # both engines' loggers; closing them would close the console
+                if log_file is not None:
+                    log_file.close()
 
 
 def _run(args: argparse.Namespace, cfg) -> int:

@@ -1,8 +1,8 @@
 """Dassl names served by the real ``dassl`` package, with the pieces that break on current PyTorch replaced.
 
 Dassl's files are not patched: its LR warm-up scheduler is never built (ours is
-exported under the same name) and its trainer gets ``TrainerExtensions`` in
-front, which takes over checkpoint save / load / resume.
+exported under the same name), its trainer gets ``TrainerExtensions`` in front,
+which takes over checkpoint save / load / resume, and the stdout logger is ours.
 """
 from dassl.config import get_cfg_default
 from dassl.data import DataManager
@@ -17,10 +17,11 @@ from dassl.evaluation import EVALUATOR_REGISTRY, build_evaluator
 from dassl.optim import build_optimizer
 from dassl.utils import (
     check_isfile, count_num_param, listdir_nohidden, mkdir_if_missing, read_image, read_json, set_random_seed,
-    setup_logger,
 )
 
 from anchoropt.engine.builtin.data.manager import DatasetWrapper
+# Dassl's Logger closes the real stdout when it is garbage-collected; ours only closes its file.
+from anchoropt.engine.builtin.logger import setup_logger
 from anchoropt.engine.trainer_extensions import TrainerExtensions
 
 

@@ -32,11 +32,12 @@ def run_train_subprocess(args: list[str], engine: str = "builtin", timeout: floa
     )
 
 
-def run_train(args: list[str], engine: str = "builtin") -> int:
-    """Run train.py's ``main`` in this process when the engine matches, else in a subprocess."""
+def run_train(args: list[str], engine: str | None = None) -> int:
+    """Run train.py's ``main`` in this process (on this process's engine, or when ``engine`` matches it),
+    else in a subprocess on ``engine``."""
     from anchoropt.engine import ENGINE
 
-    if engine == ENGINE:
+    if engine is None or engine == ENGINE:
         from anchoropt.cli.train import main
 
         return main(args)
