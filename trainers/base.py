@@ -122,7 +122,8 @@ class ClipTrainer(TrainerX):
         else:
             split, loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
-        self.before_evaluation()
+        with self.autocast():  # cached features get the precision the batches would have computed them in
+            self.before_evaluation()
         try:
             for batch in loader:
                 image, label = self.parse_batch_test(batch)
