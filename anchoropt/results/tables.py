@@ -1,0 +1,328 @@
+"""The protocol tables, built from results files: base-to-novel, cross-dataset, domain generalisation.
+
+Per dataset: mean and population standard deviation over the expected seeds
+(CoOp's ``parse_test_res`` convention). Base-to-novel HM = 2BN/(B+N) of the
+mean Base and mean Novel; the 11-dataset average is the HM of the mean Base
+and mean Novel over datasets and exists only when every dataset has every
+seed; the same rule holds for the cross-dataset and DG averages. Missing
+seeds and datasets stay visible (``SeedStats.complete``, ``*.complete``).
+Rendering lives in ``anchoropt.results.render``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Sequence
+
+from anchoropt.errors import UserError
+from anchoropt.results import paper
+from anchoropt.results.record import RESULTS_FILE, SCHEMA
+
+BASE2NEW = "base2new"
+CROSS_DATASET = "cross_dataset"
+DOMAIN_GENERALIZATION = "domain_generalization"
+PROTOCOLS = (BASE2NEW, CROSS_DATASET, DOMAIN_GENERALIZATION)
+DEFAULT_SEEDS = (1, 2, 3)
+PAPER_SHOTS = 16
+PAPER_BACKBONE = "ViT-B/16"
+
+
+class ResultsError(UserError):
+    """A results file cannot be used for the tables."""
+
+
+@dataclass(frozen=True, order=True)
+class Method:
+    """What one table column (or row) is about: a trainer with one setting."""
+
+    trainer: str
+    config_name: str
+    num_shots: int
+    backbone: str
+
+    @property
+    def comparable_to_paper(self) -> bool:
+        return self.num_shots == PAPER_SHOTS and self.backbone == PAPER_BACKBONE
+
+
+@dataclass(frozen=True)
+class Result:
+    """The facts the tables need from one results file."""
+
+    path: str
+    protocol: str
+    method: Method
+    dataset: str
+    subsample: str
+    seed: int
+    accuracy: float
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def read_result(path: str) -> Result:
+    """Parse one results file; raise ``ResultsError`` naming the file when it is not one of ours."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith(SCHEMA.split("/")[0]):
+        raise ResultsError(f"{path}: not an anchoropt results file (expected \"schema\": \"{SCHEMA}\")")
+    try:
+        method = Method(str(record["trainer"]), str(record.get("config_name", "")), int(record["num_shots"]),
+                        str(record["backbone"]))
+        return Result(path=path, protocol=str(record.get("protocol") or ""), method=method,
+                      dataset=str(record["dataset"]), subsample=str(record["subsample"]), seed=int(record["seed"]),
+                      accuracy=float(record["metrics"]["accuracy"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResultsError(f"{path}: missing or malformed field {e}") from None
+
+
+def find_results(root: str) -> tuple[list[Result], list[str]]:
+    """Every ``results.json`` under ``root`` (sorted by path), and a warning for each file skipped."""
+    if not os.path.isdir(root):
+        raise ResultsError(f"Not a directory: {root}")
+    results, warnings = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if RESULTS_FILE in filenames:
+            path = os.path.join(dirpath, RESULTS_FILE)
+            try:
+                results.append(read_result(path))
+            except ResultsError as e:
+                warnings.append(f"skipped {e}")
+    return results, warnings
+
+
+# ---- statistics ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedStats:
+    """Accuracies of one cell by seed, against the seeds expected."""
+
+    values: Mapping[int, float]
+    expected: tuple[int, ...]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.values)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values.values()) / self.n
+
+    @property
+    def std(self) -> float:
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values.values()) / self.n)
+
+    @property
+    def missing_seeds(self) -> list[int]:
+        return [s for s in self.expected if s not in self.values]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_seeds
+
+
+def seed_stats(values: Mapping[int, float], expected: Sequence[int]) -> Optional[SeedStats]:
+    """``None`` when there is no value at all (a missing cell)."""
+    return SeedStats(dict(values), tuple(expected)) if values else None
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    return 2 * base * novel / (base + novel) if base + novel else 0.0
+
+
+def _complete(stats: Optional[SeedStats]) -> bool:
+    return stats is not None and stats.complete
+
+
+# ---- tables ----------------------------------------------------------------------------------
+@dataclass
+class Base2NewRow:
+    dataset: str
+    base: Optional[SeedStats]
+    novel: Optional[SeedStats]
+
+    @property
+    def hm(self) -> Optional[float]:
+        if self.base is None or self.novel is None:
+            return None
+        return harmonic_mean(self.base.mean, self.novel.mean)
+
+    @property
+    def complete(self) -> bool:
+        return _complete(self.base) and _complete(self.novel)
+
+
+@dataclass
+class Base2NewAverage:
+    datasets_complete: int
+    datasets_total: int
+    base: Optional[float] = None  # set only when every dataset is complete
+    novel: Optional[float] = None
+
+    @property
+    def complete(self) -> bool:
+        return self.base is not None
+
+    @property
+    def hm(self) -> Optional[float]:
+        return harmonic_mean(self.base, self.novel) if self.complete else None
+
+
+@dataclass
+class Base2NewTable:
+    method: Method
+    label: str
+    rows: list[Base2NewRow]
+    average: Base2NewAverage
+
+
+@dataclass
+class TransferTable:
+    """One method's cross-dataset or DG row: the source accuracy, each target, and the targets' average."""
+
+    method: Method
+    label: str
+    source: Optional[SeedStats]
+    targets: dict[str, Optional[SeedStats]]
+
+    @property
+    def datasets_complete(self) -> int:
+        return sum(_complete(s) for s in self.targets.values())
+
+    @property
+    def average(self) -> Optional[float]:
+        """Mean over targets of the per-target mean; only when every target has every seed."""
+        if self.datasets_complete != len(self.targets):
+            return None
+        return sum(s.mean for s in self.targets.values()) / len(self.targets)
+
+
+@dataclass
+class Report:
+    seeds: tuple[int, ...]
+    base2new: list[Base2NewTable] = field(default_factory=list)
+    cross_dataset: list[TransferTable] = field(default_factory=list)
+    domain_generalization: list[TransferTable] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.base2new or self.cross_dataset or self.domain_generalization)
+
+
+# ---- building --------------------------------------------------------------------------------
+def _method_order(method: Method) -> tuple:
+    known = list(paper.TRAINER_METHODS)
+    rank = known.index(method.trainer) if method.trainer in known else len(known)
+    return (rank, method)
+
+
+def method_labels(methods: Iterable[Method]) -> dict[Method, str]:
+    """The trainer name, plus the settings that tell apart several runs of one trainer."""
+    methods = sorted(set(methods), key=_method_order)
+    labels = {}
+    for m in methods:
+        same = [o for o in methods if o.trainer == m.trainer]
+        parts = []
+        if len({o.config_name for o in same}) > 1:
+            parts.append(m.config_name)
+        if len({o.num_shots for o in same}) > 1:
+            parts.append(f"{m.num_shots} shots")
+        if len({o.backbone for o in same}) > 1:
+            parts.append(m.backbone)
+        labels[m] = f"{m.trainer} ({', '.join(parts)})" if parts else m.trainer
+    return labels
+
+
+Cells = dict[tuple[str, Method, str, str], dict[int, float]]  # (protocol, method, dataset, subsample) -> seed -> acc
+
+
+def _collect(results: Iterable[Result], seeds: Sequence[int], warnings: list[str]) -> Cells:
+    cells: Cells = {}
+    where: dict[tuple, str] = {}
+    ignored_seeds: set[int] = set()
+    for r in results:
+        if r.protocol not in PROTOCOLS:
+            what = "has no RUN.PROTOCOL" if not r.protocol else f"has unknown protocol {r.protocol!r}"
+            warnings.append(f"not tabulated: {r.path} {what} (the protocol scripts set it)")
+            continue
+        if r.seed not in seeds:
+            ignored_seeds.add(r.seed)
+            continue
+        key = (r.protocol, r.method, r.dataset, r.subsample)
+        if r.seed in cells.get(key, {}):
+            raise ResultsError(
+                f"Two results for {r.method.trainer} / {r.dataset} / {r.subsample} classes / seed {r.seed} "
+                f"({r.protocol}): {where[key + (r.seed,)]} and {r.path}. Point anchoropt-results at a folder "
+                "holding one run per setting (e.g. one OUTPUT per ablation).")
+        cells.setdefault(key, {})[r.seed] = r.accuracy
+        where[key + (r.seed,)] = r.path
+    if ignored_seeds:
+        listed = ", ".join(map(str, sorted(ignored_seeds)))
+        warnings.append(f"ignored results of seeds {listed} (not in --seeds {' '.join(map(str, seeds))})")
+    return cells
+
+
+def _base2new(cells: Cells, method: Method, label: str, seeds: Sequence[int], warnings: list[str]) -> Base2NewTable:
+    found = {d for (p, m, d, s) in cells if p == BASE2NEW and m == method}
+    extra = sorted(found - set(paper.BASE2NEW_DATASETS))
+    rows = [
+        Base2NewRow(d, seed_stats(cells.get((BASE2NEW, method, d, "base"), {}), seeds),
+                    seed_stats(cells.get((BASE2NEW, method, d, "new"), {}), seeds))
+        for d in paper.BASE2NEW_DATASETS + tuple(extra)
+    ]
+    for (p, m, d, s) in cells:
+        if p == BASE2NEW and m == method and s not in ("base", "new"):
+            warnings.append(f"not tabulated: {label} {d} base-to-novel results on {s!r} classes (expected base/new)")
+    standard = [row for row in rows if row.dataset in paper.BASE2NEW_DATASETS]
+    average = Base2NewAverage(sum(row.complete for row in standard), len(standard))
+    if average.datasets_complete == average.datasets_total:
+        average.base = sum(row.base.mean for row in standard) / len(standard)
+        average.novel = sum(row.novel.mean for row in standard) / len(standard)
+    return Base2NewTable(method, label, rows, average)
+
+
+def _transfer(cells: Cells, protocol: str, targets: Sequence[str], method: Method, label: str,
+              seeds: Sequence[int]) -> TransferTable:
+    # The source column of both transfer tables is the ImageNet model's own test (cross-dataset training run).
+    source = seed_stats(cells.get((CROSS_DATASET, method, paper.SOURCE_DATASET, "all"), {}), seeds)
+    return TransferTable(method, label, source,
+                         {d: seed_stats(cells.get((protocol, method, d, "all"), {}), seeds) for d in targets})
+
+
+def build_report(results: Iterable[Result], seeds: Sequence[int] = DEFAULT_SEEDS,
+                 warnings: Sequence[str] = ()) -> Report:
+    """Aggregate results into the three protocol tables (one entry per method found in each)."""
+    seeds = tuple(sorted(set(seeds)))
+    report = Report(seeds=seeds, warnings=list(warnings))
+    cells = _collect(results, seeds, report.warnings)
+    labels = method_labels(m for (_, m, _, _) in cells)
+    by_protocol = {p: sorted({m for (q, m, _, _) in cells if q == p}, key=_method_order) for p in PROTOCOLS}
+    report.base2new = [_base2new(cells, m, labels[m], seeds, report.warnings) for m in by_protocol[BASE2NEW]]
+    report.cross_dataset = [
+        _transfer(cells, CROSS_DATASET, paper.CROSS_DATASET_TARGETS, m, labels[m], seeds)
+        for m in by_protocol[CROSS_DATASET]
+    ]
+    report.domain_generalization = [
+        _transfer(cells, DOMAIN_GENERALIZATION, paper.DG_TARGETS, m, labels[m], seeds)
+        for m in by_protocol[DOMAIN_GENERALIZATION]
+    ]
+    return report
+
+
+def load_report(root: str, seeds: Sequence[int] = DEFAULT_SEEDS) -> Report:
+    """``find_results`` + ``build_report``; raise ``ResultsError`` when ``root`` holds no results file."""
+    results, warnings = find_results(root)
+    if not results:
+        detail = f" ({len(warnings)} unreadable)" if warnings else ""
+        raise ResultsError(f"No {RESULTS_FILE} files under {root}{detail}; run the protocol scripts first")
+    return build_report(results, seeds, warnings)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Base-to-novel, step 2: evaluate the model trained by base2new/train.sh on the new classes of DATASET.
+#
+#   DATA=/path/to/datasets bash scripts/base2new/test.sh DATASET SEED [KEY VALUE ...]
+#
+# Give it the same TRAINER, OUTPUT, CFG, SHOTS and extra options as train.sh (those that shape the model,
+# e.g. MODEL.BACKBONE.PATH, N_CTX; OPTIM.* ones do not matter). The model of the training run's last epoch is
+# loaded. For a *_AnchorOPT trainer the Stage I anchor alone is evaluated on the new classes too (trainer
+# AnchorOPT_StageI in the tables). An evaluation already done (and newer than the model) is not redone.
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+(( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
+DATASET=$1 SEED=$2
+shift 2
+ao_require_dataset "$DATASET" "$AO_BASE2NEW_DATASETS" "base-to-novel"
+ao_require_seed "$SEED"
+ao_parse_extra "$@"
+ao_require_data
+
+hint="bash scripts/base2new/train.sh $DATASET $SEED"
+ao_evaluate "$DATASET" new base2new "base2new/$DATASET" \
+  "$(ao_run_dir base2new train_base "$DATASET")" "$(ao_run_dir base2new test_new "$DATASET")" "$hint"
+
+# AnchorOPT: also the Stage I anchor alone ("[A] of <class>.") on the new classes (the paper's Stage I row).
+if ao_is_two_stage && [ -z "$AO_USER_ANCHOR" ]; then
+  ao_use_stage1
+  stage1_dir=$(ao_run_dir base2new train_base "$DATASET")
+  if ao_finished "$stage1_dir" || [ "$DRY_RUN" = 1 ]; then
+    ao_evaluate "$DATASET" new base2new "base2new/$DATASET" "$stage1_dir" \
+      "$(ao_run_dir base2new test_new "$DATASET")" "$hint"
+  else
+    ao_say "note: the Stage I run $stage1_dir has no results.json, so its anchor is not evaluated alone"
+  fi
+fi

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Cross-dataset, step 2: evaluate the ImageNet model of cross_dataset/train.sh on all classes of DATASET.
+#
+#   DATA=/path/to/datasets bash scripts/cross_dataset/test.sh DATASET SEED [KEY VALUE ...]
+#
+# DATASET: caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101.
+# AnchorOPT models carry their (ImageNet) anchor, so the source anchor is used on the target classes.
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+(( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
+DATASET=$1 SEED=$2
+shift 2
+ao_require_dataset "$DATASET" "$AO_XD_TARGETS" "cross-dataset evaluation"
+ao_require_seed "$SEED"
+ao_parse_extra "$@"
+ao_require_data
+
+ao_evaluate "$DATASET" all cross_dataset cross_dataset \
+  "$(ao_run_dir cross_dataset train imagenet)" "$(ao_run_dir cross_dataset test "$DATASET")" \
+  "bash scripts/cross_dataset/train.sh $SEED"

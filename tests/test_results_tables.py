@@ -1,0 +1,297 @@
+"""anchoropt-results on a hand-made tree of results files: arithmetic, missing seeds/datasets, formats, paper."""
+import csv
+import io
+import json
+import random
+import statistics
+
+import pytest
+
+from anchoropt.cli.errors import run_cli
+from anchoropt.cli.results import main as results_main
+from anchoropt.config import build_config
+from anchoropt.results import paper
+from anchoropt.results.record import RESULTS_FILE, SCHEMA, build_record
+from anchoropt.results.render import render
+from anchoropt.results.tables import ResultsError, build_report, find_results, load_report, read_result
+
+DATASETS = paper.BASE2NEW_DATASETS
+SEEDS = (1, 2, 3)
+
+
+class Tree:
+    """Writes results files in the scripts' layout and remembers every accuracy written."""
+
+    def __init__(self, root):
+        self.root = root
+        self.acc = {}  # (protocol, trainer, dataset, subsample, seed) -> accuracy
+        self.rng = random.Random(0)
+
+    def add(self, protocol, trainer, dataset, subsample, seed, acc=None, config_name="vit_b16", num_shots=16,
+            backbone="ViT-B/16", kind=None):
+        acc = round(self.rng.uniform(20, 99), 4) if acc is None else acc
+        folder = (self.root / protocol / (kind or subsample) / dataset / f"shots_{num_shots}" / trainer / config_name
+                  / f"seed{seed}")
+        folder.mkdir(parents=True)
+        record = {"schema": SCHEMA, "protocol": protocol, "trainer": trainer, "dataset": dataset,
+                  "subsample": subsample, "split": "test", "num_shots": num_shots, "seed": seed,
+                  "backbone": backbone, "config_name": config_name,
+                  "metrics": {"accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc / 2}}
+        (folder / RESULTS_FILE).write_text(json.dumps(record))
+        if config_name == "vit_b16" and num_shots == 16:
+            self.acc[(protocol, trainer, dataset, subsample, seed)] = acc
+        return folder / RESULTS_FILE
+
+    def values(self, protocol, trainer, dataset, subsample):
+        return [self.acc[k] for k in sorted(self.acc) if k[:4] == (protocol, trainer, dataset, subsample)]
+
+
+def hm(b, n):
+    return 2 * b * n / (b + n)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    t = Tree(tmp_path / "output")
+    for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
+        for d in DATASETS:
+            if trainer == "CoOp_AnchorOPT" and d == "EuroSAT":
+                continue  # a missing dataset
+            for s in SEEDS:
+                t.add("base2new", trainer, d, "base", s)
+                if not (trainer == "CoOp" and d == "DescribableTextures" and s == 3):  # a missing seed
+                    t.add("base2new", trainer, d, "new", s)
+    for trainer in ("ZeroshotCLIP", "CoOp"):
+        for s in SEEDS:
+            t.add("cross_dataset", trainer, "ImageNet", "all", s, kind="train")
+            for d in paper.CROSS_DATASET_TARGETS:
+                if not (trainer == "CoOp" and d == "DescribableTextures" and s == 2):
+                    t.add("cross_dataset", trainer, d, "all", s, kind="test")
+            for d in paper.DG_TARGETS:
+                t.add("domain_generalization", trainer, d, "all", s, kind="test")
+    return t
+
+
+def as_json(root, *args):
+    return json.loads(render(load_report(str(root), *args), "json", show_paper=True))
+
+
+def method(data, protocol, label):
+    (m,) = [m for m in data[protocol] if m["method"] == label]
+    return m
+
+
+def test_base2new_arithmetic_and_complete_average(tree):
+    data = as_json(tree.root)
+    assert [m["method"] for m in data["base2new"]] == ["ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"]
+    zs = method(data, "base2new", "ZeroshotCLIP")
+    base_means, novel_means = [], []
+    for row in zs["datasets"]:
+        b = tree.values("base2new", "ZeroshotCLIP", row["dataset"], "base")
+        n = tree.values("base2new", "ZeroshotCLIP", row["dataset"], "new")
+        assert row["base"]["mean"] == pytest.approx(statistics.mean(b))
+        assert row["base"]["std"] == pytest.approx(statistics.pstdev(b))
+        assert row["novel"]["mean"] == pytest.approx(statistics.mean(n))
+        assert row["hm"] == pytest.approx(hm(statistics.mean(b), statistics.mean(n)))
+        assert row["complete"]
+        base_means.append(statistics.mean(b))
+        novel_means.append(statistics.mean(n))
+    avg = zs["average"]
+    assert avg["complete"] and avg["datasets_complete"] == 11
+    assert avg["base"] == pytest.approx(statistics.mean(base_means))
+    assert avg["novel"] == pytest.approx(statistics.mean(novel_means))
+    # HM of the mean Base and mean Novel, not the mean of the per-dataset HMs
+    assert avg["hm"] == pytest.approx(hm(statistics.mean(base_means), statistics.mean(novel_means)))
+    assert avg["hm"] != pytest.approx(statistics.mean(r["hm"] for r in zs["datasets"]))
+
+
+def test_missing_seed_and_dataset_are_shown_never_averaged(tree):
+    data = as_json(tree.root)
+    coop = method(data, "base2new", "CoOp")
+    dtd = [r for r in coop["datasets"] if r["dataset"] == "DescribableTextures"][0]
+    assert dtd["novel"]["seeds"] == [1, 2] and dtd["novel"]["missing_seeds"] == [3]
+    assert not dtd["novel"]["complete"] and not dtd["complete"]
+    dtd_novel = tree.values("base2new", "CoOp", "DescribableTextures", "new")
+    assert dtd["novel"]["mean"] == pytest.approx(statistics.mean(dtd_novel))
+    assert coop["average"] == {**coop["average"], "complete": False, "base": None, "hm": None, "datasets_complete": 10}
+    anchor = method(data, "base2new", "CoOp_AnchorOPT")
+    eurosat = [r for r in anchor["datasets"] if r["dataset"] == "EuroSAT"][0]
+    assert eurosat["base"] is None and eurosat["novel"] is None and eurosat["hm"] is None
+    assert anchor["average"]["complete"] is False and anchor["average"]["novel"] is None
+
+    text = render(load_report(str(tree.root)), "text")
+    lines = {line.split("  ")[0]: line for line in text.splitlines()}
+    b = tree.values("base2new", "CoOp", "DescribableTextures", "new")
+    assert f"{statistics.mean(b):.2f} ± {statistics.pstdev(b):.2f} [2/3 seeds]" in lines["DTD"]
+    assert "(partial)" in lines["DTD"]
+    assert "missing" in lines["EuroSAT"]
+    assert lines["Average (11)"].count("incomplete (10/11)") == 6  # CoOp and CoOp_AnchorOPT, three cells each
+    zs = method(data, "base2new", "ZeroshotCLIP")["average"]
+    assert f"{zs['base']:.2f}" in lines["Average (11)"] and f"{zs['hm']:.2f}" in lines["Average (11)"]
+
+
+def test_side_by_side_text_row_holds_every_method(tree):
+    text = render(load_report(str(tree.root)), "text")
+    header = [line for line in text.splitlines() if line.startswith("Dataset")][0]
+    assert header.split() == ["Dataset"] + [w for t in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT")
+                                            for w in (t, "Base", t, "Novel", t, "HM")]
+    row = [line for line in text.splitlines() if line.startswith("Caltech101")][0]
+    expected = []
+    for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
+        b = tree.values("base2new", trainer, "Caltech101", "base")
+        n = tree.values("base2new", trainer, "Caltech101", "new")
+        expected += [f"{statistics.mean(b):.2f}", "±", f"{statistics.pstdev(b):.2f}",
+                     f"{statistics.mean(n):.2f}", "±", f"{statistics.pstdev(n):.2f}",
+                     f"{hm(statistics.mean(b), statistics.mean(n)):.2f}"]
+    assert row.split() == ["Caltech101"] + expected
+
+
+def test_cross_dataset_and_dg_tables(tree):
+    data = as_json(tree.root)
+    zs = method(data, "cross_dataset", "ZeroshotCLIP")
+    assert [e["dataset"] for e in zs["datasets"]] == ["ImageNet", *paper.CROSS_DATASET_TARGETS]
+    src = tree.values("cross_dataset", "ZeroshotCLIP", "ImageNet", "all")
+    assert zs["datasets"][0]["role"] == "source"
+    assert zs["datasets"][0]["accuracy"]["mean"] == pytest.approx(statistics.mean(src))
+    target_means = [statistics.mean(tree.values("cross_dataset", "ZeroshotCLIP", d, "all"))
+                    for d in paper.CROSS_DATASET_TARGETS]
+    assert zs["average"]["accuracy"] == pytest.approx(statistics.mean(target_means))  # source not in the average
+    coop = method(data, "cross_dataset", "CoOp")
+    assert coop["average"]["accuracy"] is None and coop["average"]["datasets_complete"] == 9
+    dg = method(data, "domain_generalization", "CoOp")
+    assert dg["datasets"][0]["dataset"] == "ImageNet"  # the source column comes from the cross-dataset run
+    source = tree.values("cross_dataset", "CoOp", "ImageNet", "all")
+    assert dg["datasets"][0]["accuracy"]["mean"] == pytest.approx(statistics.mean(source))
+    dg_means = [statistics.mean(tree.values("domain_generalization", "CoOp", d, "all")) for d in paper.DG_TARGETS]
+    assert dg["average"]["accuracy"] == pytest.approx(statistics.mean(dg_means))
+    text = render(load_report(str(tree.root)), "text")
+    assert "incomplete (9/10)" in [line for line in text.splitlines() if line.startswith("CoOp ")][0]
+
+
+def test_paper_numbers_and_differences(tree):
+    data = as_json(tree.root)
+    coop = method(data, "base2new", "CoOp")
+    imagenet = coop["datasets"][0]
+    ours = statistics.mean(tree.values("base2new", "CoOp", "ImageNet", "base"))
+    assert imagenet["paper"] == {"base": 76.47, "novel": 67.88, "hm": 71.92}
+    assert imagenet["diff"]["base"] == pytest.approx(ours - 76.47)
+    zs = method(data, "base2new", "ZeroshotCLIP")
+    assert zs["average"]["paper"] == {"base": 69.34, "novel": 74.22, "hm": 71.70}
+    assert zs["average"]["diff"]["hm"] == pytest.approx(zs["average"]["hm"] - 71.70)
+    assert coop["average"]["paper"]["hm"] == 71.66 and coop["average"]["diff"]["hm"] is None  # ours incomplete
+    assert method(data, "base2new", "CoOp_AnchorOPT")["datasets"][0]["paper"] is None  # not published per dataset
+    xd = method(data, "cross_dataset", "CoOp")
+    assert xd["datasets"][1]["paper"] == 93.70 and xd["average"]["paper"] == 63.88
+    text = render(load_report(str(tree.root)), "text", show_paper=True)
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("ImageNet "))
+    assert lines[i + 1].startswith("↳ paper") and "76.47" in lines[i + 1]
+    assert lines[i + 2].startswith("↳ Δ") and f"{ours - 76.47:+.2f}" in lines[i + 2]
+
+
+def test_paper_numbers_only_for_comparable_settings(tmp_path):
+    t = Tree(tmp_path)
+    t.add("base2new", "CoOp", "ImageNet", "base", 1, num_shots=4)
+    data = as_json(tmp_path, (1,))
+    assert data["base2new"][0]["datasets"][0]["paper"] is None
+
+
+def test_formats_parse_and_agree(tree):
+    report = load_report(str(tree.root))
+    rows = list(csv.DictReader(io.StringIO(render(report, "csv", show_paper=True))))
+    per_method = {"base2new": 11 * 3 + 3, "cross_dataset": 11 + 1, "domain_generalization": 5 + 1}
+    for protocol, n in per_method.items():
+        methods = {r["method"] for r in rows if r["protocol"] == protocol}
+        assert len([r for r in rows if r["protocol"] == protocol]) == n * len(methods)
+    (cell,) = [r for r in rows if (r["protocol"], r["method"], r["dataset"], r["metric"]) ==
+               ("base2new", "CoOp", "OxfordPets", "novel")]
+    values = tree.values("base2new", "CoOp", "OxfordPets", "new")
+    assert float(cell["mean"]) == pytest.approx(statistics.mean(values))
+    assert (cell["seeds_present"], cell["complete"], cell["paper"]) == ("3", "True", "95.29")
+    (missing,) = [r for r in rows if (r["method"], r["dataset"], r["metric"]) == ("CoOp_AnchorOPT", "EuroSAT", "base")]
+    assert (missing["mean"], missing["seeds_present"], missing["complete"]) == ("", "0", "False")
+    markdown = render(report, "markdown")
+    assert "| Dataset" in markdown and "|--" in markdown
+
+
+def test_seeds_outside_the_expected_ones_are_ignored_with_a_warning(tree):
+    tree.add("base2new", "ZeroshotCLIP", "ImageNet", "base", 4, acc=0.0)
+    report = load_report(str(tree.root))
+    assert any("seeds 4" in w for w in report.warnings)
+    row = report.base2new[0].rows[0]
+    assert row.base.seeds == [1, 2, 3]
+    with_4 = load_report(str(tree.root), (1, 2, 3, 4))
+    assert with_4.base2new[0].rows[0].base.seeds == [1, 2, 3, 4]
+    assert not with_4.base2new[0].average.complete  # every other dataset lacks seed 4
+
+
+def test_duplicate_results_are_an_error_naming_both_files(tmp_path):
+    t = Tree(tmp_path)
+    first = t.add("base2new", "CoOp", "ImageNet", "base", 1)
+    second = t.add("base2new", "CoOp", "ImageNet", "base", 1, kind="copy")
+    with pytest.raises(ResultsError) as e:
+        load_report(str(tmp_path))
+    assert str(first) in str(e.value) and str(second) in str(e.value)
+
+
+def test_settings_of_one_trainer_get_distinct_labels(tmp_path):
+    t = Tree(tmp_path)
+    t.add("base2new", "CoOp", "ImageNet", "base", 1)
+    t.add("base2new", "CoOp", "ImageNet", "base", 1, config_name="vit_b16_ep50")
+    labels = [m.label for m in load_report(str(tmp_path), (1,)).base2new]
+    assert labels == ["CoOp (vit_b16)", "CoOp (vit_b16_ep50)"]
+
+
+def test_unusable_files_are_reported_not_tabulated(tree):
+    broken = tree.root / "broken" / RESULTS_FILE
+    broken.parent.mkdir()
+    broken.write_text("{not json")
+    foreign = tree.root / "foreign" / RESULTS_FILE
+    foreign.parent.mkdir()
+    foreign.write_text(json.dumps({"accuracy": 1}))
+    no_protocol = tree.add("", "CoOp", "ImageNet", "base", 1, kind="by_hand")
+    results, warnings = find_results(str(tree.root))
+    assert any(str(broken) in w for w in warnings) and any(str(foreign) in w for w in warnings)
+    report = build_report(results, warnings=warnings)
+    assert any(str(no_protocol) in w and "RUN.PROTOCOL" in w for w in report.warnings)
+
+
+def test_reads_records_written_by_the_trainers(tmp_path):
+    cfg = build_config(opts=["TRAINER.NAME", "CoOp", "DATASET.NAME", "OxfordPets", "DATASET.SUBSAMPLE_CLASSES", "new",
+                             "SEED", "2", "RUN.PROTOCOL", "base2new",
+                             "RUN.CONFIG_FILE", "configs/trainers/CoOp/vit_b16.yaml"])
+    record = build_record(cfg, "test", {"accuracy": 61.25, "error_rate": 38.75, "macro_f1": 60.0}, engine="builtin",
+                          num_classes=2, num_samples=6, wall_time_s=1.0)
+    path = tmp_path / RESULTS_FILE
+    path.write_text(json.dumps(record))
+    r = read_result(str(path))
+    assert (r.protocol, r.method.trainer, r.method.config_name, r.dataset, r.subsample, r.seed, r.accuracy) == (
+        "base2new", "CoOp", "vit_b16", "OxfordPets", "new", 2, 61.25)
+
+
+def test_published_numbers_are_self_consistent():
+    for rows in paper.BASE2NEW_PER_DATASET.values():
+        for r in rows.values():
+            assert hm(r.base, r.novel) == pytest.approx(r.hm, abs=0.006)
+    for name, rows in paper.BASE2NEW_PER_DATASET.items():
+        b = statistics.mean(r.base for r in rows.values())
+        n = statistics.mean(r.novel for r in rows.values())
+        assert (b, n) == pytest.approx(paper.BASE2NEW_AVERAGE[name][:2], abs=0.006)
+    for r in paper.BASE2NEW_AVERAGE.values():
+        assert hm(r.base, r.novel) == pytest.approx(r.hm, abs=0.006)
+    for table, targets in ((paper.CROSS_DATASET, paper.CROSS_DATASET_TARGETS),
+                           (paper.DOMAIN_GENERALIZATION, paper.DG_TARGETS)):
+        for row in table.values():
+            assert statistics.mean(row[d] for d in targets) == pytest.approx(row[paper.AVERAGE], abs=0.006)
+
+
+def test_cli_formats_and_errors(tree, tmp_path, capsys):
+    assert results_main([str(tree.root), "--format", "json", "--paper"]) == 0
+    assert json.loads(capsys.readouterr().out)["base2new"][0]["method"] == "ZeroshotCLIP"
+    assert results_main([str(tree.root), "--format", "csv"]) == 0
+    assert next(csv.reader(io.StringIO(capsys.readouterr().out)))[:3] == ["protocol", "method", "trainer"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli(results_main)([str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: No results.json files under") and len(err.splitlines()) == 1
