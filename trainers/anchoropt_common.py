@@ -17,9 +17,11 @@ contract of `anchoropt.models.anchoropt` (``prompt_learner`` holding V, A and Θ
 
 The mixin then provides: the settings (``self.anchoropt``), the Stage I anchor from
 ``ANCHOR_PATH`` (required to train, optional to evaluate: a checkpoint's own anchor wins),
-the training step and loss (override `stage2_loss` for another loss, e.g. DePT's), the
+the training step and loss (override `stage2_outputs` / `stage2_loss` for another loss, e.g.
+DePT's), the
 anchor-branch feature cache (once per class set, never per step), per-class scoring at
-evaluation (trained classes: normal prompt; others: ensemble), the trained class names in
+evaluation (trained classes: normal prompt; others: ensemble; override `scored_branches` to
+score trained classes otherwise, e.g. DePT's fusion with its head), the trained class names in
 checkpoints, results-file extras, and the position-matrix export after training.
 
 ``TRAINER.ANCHOROPT.LEGACY`` reproduces the official code's faults for users who must match
@@ -37,7 +39,6 @@ from typing import Any, Sequence
 
 import torch
 
-from anchoropt.engine import build_lr_scheduler, build_optimizer
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.anchor_checkpoint import ANCHOR_FILE_NAME, load_anchor
 from anchoropt.method.losses import anchoropt_loss, check_loss_settings
@@ -142,9 +143,7 @@ class AnchorOPTStageII:
         learner = self.model.prompt_learner
         trainable = [name for name, p in learner.named_parameters() if p.requires_grad]
         print(f"Parameters to be updated: {trainable}")
-        self.optim = build_optimizer(learner, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model(self.ANCHOROPT_MODEL_NAME, learner, self.optim, self.sched)
+        self.register_learner(learner, self.ANCHOROPT_MODEL_NAME)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """Score another set of classes (seen/unseen is decided per class against the trained ones)."""
@@ -183,12 +182,17 @@ class AnchorOPTStageII:
         s = self.anchoropt
         return anchoropt_loss(normal, anchor, label, s.ce_weight, s.kd_weight, s.kd_temperature)
 
+    def stage2_outputs(self, image: torch.Tensor, label: torch.Tensor, anchor_text: torch.Tensor | None):
+        """The training pass: (z_n, z_a or None without `anchor_text`, extra keyword arguments of `stage2_loss`)."""
+        normal, anchor = self.model.branch_logits(image, anchor_text=anchor_text)
+        return normal, anchor, {}
+
     def forward_backward(self, batch: dict) -> dict:
         image, label = self.parse_batch_train(batch)
         anchor_text = self.anchor_text_features() if self.anchoropt.kd_weight > 0 else None
         with self.autocast():
-            normal, anchor = self.model.branch_logits(image, anchor_text=anchor_text)
-            loss, parts = self.stage2_loss(normal, anchor, label)
+            normal, anchor, extra = self.stage2_outputs(image, label, anchor_text)
+            loss, parts = self.stage2_loss(normal, anchor, label, **extra)
         self.optimize(loss)
         self.step_lr_if_epoch_done()
         summary = {"loss": loss.item(), **{name: float(value) for name, value in parts.items()}}
@@ -236,10 +240,14 @@ class AnchorOPTStageII:
     def after_evaluation(self) -> None:
         self._eval_state = None
 
+    def scored_branches(self, image: torch.Tensor, prompt_state: Any, anchor_text: torch.Tensor | None):
+        """The evaluation pass: (logits scored for trained classes, z_a or None); the per-class rule combines them."""
+        return self.model.branch_logits(image, prompt_state, anchor_text)
+
     def model_inference(self, image: torch.Tensor) -> torch.Tensor:
         state = self._eval_state
         prompt_state = None if state["per_batch"] else state["prompt_state"]
-        normal, anchor = self.model.branch_logits(image, prompt_state, state["anchor_text"])
+        normal, anchor = self.scored_branches(image, prompt_state, state["anchor_text"])
         return combine_logits(normal, anchor, state["seen"], self.anchoropt.scoring_mode)
 
     def results_extras(self) -> dict:

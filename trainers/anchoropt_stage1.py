@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from anchoropt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
+from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.engine.checkpoint import BEST_NAME
 from anchoropt.errors import ConfigError
 from anchoropt.method.anchor_checkpoint import ANCHOR_FILE_NAME, load_anchor, save_anchor
@@ -91,9 +91,7 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         print("Building the anchor prompt learner (Stage I)")
         learner = AnchorPromptLearner(clip_model, self.classnames, self.stage1.anchor_len)
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
-        self.optim = build_optimizer(learner, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model(self.MODEL_NAME, learner, self.optim, self.sched)
+        self.register_learner(learner, self.MODEL_NAME)
         self.description_features = None  # encoded when training starts (evaluation does not need them)
 
     @property

@@ -14,10 +14,11 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.backbone import Precision, check_input_size, load_clip
-from anchoropt.engine import DataManager, DatasetWrapper, TrainerX, engine_description, write_json
+from anchoropt.engine import TrainerX, build_lr_scheduler, build_optimizer, engine_description, write_json
 from anchoropt.results.record import build_record, results_file_name
 
 
@@ -40,18 +41,6 @@ class ClipTrainer(TrainerX):
         super().__init__(cfg)
 
     # ---- data -----------------------------------------------------------------------------
-    def build_data_loader(self) -> None:
-        # Our dataset wrapper reports an unreadable image by its path, on either engine.
-        dm = DataManager(self.cfg, dataset_wrapper=DatasetWrapper)
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u
-        self.val_loader = dm.val_loader
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = dm.num_source_domains
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
-
     @property
     def classnames(self) -> list[str]:
         return list(self.dm.dataset.classnames)
@@ -78,6 +67,12 @@ class ClipTrainer(TrainerX):
     def autocast(self):
         return self.precision.autocast()
 
+    def register_learner(self, module: torch.nn.Module, name: str = "prompt_learner") -> None:
+        """Optimise ``module`` with ``OPTIM.*`` and register it: its state dict is what checkpoints hold."""
+        self.optim = build_optimizer(module, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model(name, module, self.optim, self.sched)
+
     # ---- optimisation ---------------------------------------------------------------------
     def optimize(self, loss: torch.Tensor, names=None) -> None:
         """zero_grad, backward (scaled under fp16 amp), step; a non-finite loss stops the run."""
@@ -97,6 +92,16 @@ class ClipTrainer(TrainerX):
     def step_lr_if_epoch_done(self) -> None:
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
+
+    def forward_backward(self, batch: dict) -> dict:
+        """Cross-entropy on ``self.model(image)`` (CoOp, MaPLe, ...); trainers with other losses override it."""
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            output = self.model(image)
+            loss = F.cross_entropy(output.float(), label)
+        self.optimize(loss)
+        self.step_lr_if_epoch_done()
+        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
 
     # ---- evaluation -----------------------------------------------------------------------
     def before_evaluation(self) -> None:

@@ -1,11 +1,10 @@
 """CoOp (Zhou et al., IJCV 2022): learnable context vectors for CLIP's text prompt."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from anchoropt.config import register_config_node
-from anchoropt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
+from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
 from trainers.base import ClipTrainer
 
@@ -46,15 +45,4 @@ class CoOp(TextFeatureCache, ClipTrainer):
         learner = CoOpPromptLearner(clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.CSC,
                                     cfg.CLASS_TOKEN_POSITION)
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
-        self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-
-    def forward_backward(self, batch) -> dict:
-        image, label = self.parse_batch_train(batch)
-        with self.autocast():
-            output = self.model(image)
-            loss = F.cross_entropy(output.float(), label)
-        self.optimize(loss)
-        self.step_lr_if_epoch_done()
-        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        self.register_learner(self.model.prompt_learner)

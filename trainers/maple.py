@@ -1,11 +1,10 @@
 """MaPLe (Khattak et al., CVPR 2023): multi-modal deep prompt learning for CLIP."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from anchoropt.config import register_config_node
-from anchoropt.engine import TRAINER_REGISTRY, build_lr_scheduler, build_optimizer
+from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.maple import MaPLeCLIP, MaPLePromptLearner
 from trainers.base import ClipTrainer
 from trainers.coop import TextFeatureCache
@@ -32,15 +31,4 @@ class MaPLe(TextFeatureCache, ClipTrainer):
         print("Building custom CLIP")
         learner = MaPLePromptLearner(clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.PROMPT_DEPTH)
         self.model = MaPLeCLIP(clip_model, learner).to(self.device)
-        self.optim = build_optimizer(self.model.prompt_learner, self.cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
-        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-
-    def forward_backward(self, batch) -> dict:
-        image, label = self.parse_batch_train(batch)
-        with self.autocast():
-            output = self.model(image)
-            loss = F.cross_entropy(output.float(), label)
-        self.optimize(loss)
-        self.step_lr_if_epoch_done()
-        return {"loss": loss.item(), "acc": (output.argmax(1) == label).float().mean().item() * 100}
+        self.register_learner(self.model.prompt_learner)

@@ -61,8 +61,28 @@ class TrainerExtensions:
         """Extra plain values stored in the checkpoint of model ``name`` (e.g. class names)."""
         return {}
 
+    def before_checkpoint_load(self, name: str, checkpoint: dict) -> None:
+        """Called before the weights of model ``name`` are restored from ``checkpoint`` (e.g. to size a
+        class-dependent module, such as a classifier head, to the checkpoint's)."""
+
     def on_checkpoint_loaded(self, name: str, checkpoint: dict) -> None:
         """Called after the weights of model ``name`` were restored from ``checkpoint``."""
+
+    # ---- data -----------------------------------------------------------------------
+    def build_data_loader(self) -> None:
+        """Dassl's attributes (loaders, num_classes, lab2cname, dm); images are read by our
+        ``DatasetWrapper`` on either engine, so an unreadable file is reported by its path."""
+        from anchoropt.engine import DataManager, DatasetWrapper  # the seam imports this module
+
+        dm = DataManager(self.cfg, dataset_wrapper=DatasetWrapper)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
 
     # ---- the epoch loop ---------------------------------------------------------
     def run_epoch(self) -> None:
@@ -152,6 +172,7 @@ class TrainerExtensions:
 
     # ---- loading --------------------------------------------------------------
     def _load_into(self, name: str, path: str, checkpoint: dict) -> None:
+        self.before_checkpoint_load(name, checkpoint)
         model = self._models[name]
         state_dict = checkpoint["state_dict"]
         problem = describe_state_dict_mismatch(model, state_dict)

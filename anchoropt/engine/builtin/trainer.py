@@ -17,7 +17,6 @@ import torch.nn as nn
 from anchoropt.engine.meters import progress
 from anchoropt.engine.trainer_extensions import TrainerExtensions
 
-from .data.manager import DataManager
 from .evaluator import build_evaluator
 from .registry import TRAINER_REGISTRY
 from .tools import tolist_if_not
@@ -128,17 +127,6 @@ class SimpleTrainer(TrainerBase):
 
     def check_cfg(self, cfg: Any) -> None:
         pass
-
-    def build_data_loader(self) -> None:
-        dm = DataManager(self.cfg)
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u
-        self.val_loader = dm.val_loader
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = dm.num_source_domains
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
 
     def build_model(self) -> None:
         raise NotImplementedError("A trainer must implement build_model() and register its model(s)")
