@@ -40,7 +40,7 @@ ao_default_cfg() {
     CoOp) echo vit_b16 ;;  # ATPrompt's CoOp baseline: 16 context words, 200 epochs (ImageNet: 50, see its layers)
     MaPLe) echo vit_b16_c2_ep5_batch4_2ctx ;;
     CoCoOp) echo vit_b16_c4_ep10_batch1_ctxv1 ;;
-    DePT) echo vit_b16_ep10_bs4_lr35 ;;
+    DePT) echo vit_b16_ep20_bs4_lr35 ;;  # the official vanilla DePT script: 20 epochs
     *) echo vit_b16 ;;  # ZeroshotCLIP*, the *_AnchorOPT trainers, anything else
   esac
 }

@@ -1,2 +1,5 @@
 """Registered trainers. Importing this package registers every trainer and its config node."""
-from trainers import anchoropt_config, anchoropt_stage1, coop, coop_anchoropt, maple, maple_anchoropt, zsclip  # noqa: F401
+from trainers import (  # noqa: F401
+    anchoropt_config, anchoropt_stage1, cocoop, cocoop_anchoropt, coop, coop_anchoropt, dept, dept_anchoropt, maple,
+    maple_anchoropt, zsclip,
+)

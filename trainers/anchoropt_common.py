@@ -1,4 +1,4 @@
-"""Stage II logic shared by every AnchorOPT trainer (CoOp_AnchorOPT; later MaPLe, CoCoOp, DePT).
+"""Stage II logic shared by every AnchorOPT trainer (CoOp, MaPLe, CoCoOp and DePT + AnchorOPT).
 
 A trainer mixes `AnchorOPTStageII` in front of `ClipTrainer`, builds a model that follows the
 contract of `anchoropt.models.anchoropt` (``prompt_learner`` holding V, A and Θ;
@@ -18,11 +18,11 @@ contract of `anchoropt.models.anchoropt` (``prompt_learner`` holding V, A and Θ
 The mixin then provides: the settings (``self.anchoropt``), the Stage I anchor from
 ``ANCHOR_PATH`` (required to train, optional to evaluate: a checkpoint's own anchor wins),
 the training step and loss (override `stage2_outputs` / `stage2_loss` for another loss, e.g.
-DePT's), the
-anchor-branch feature cache (once per class set, never per step), per-class scoring at
-evaluation (trained classes: normal prompt; others: ensemble; override `scored_branches` to
-score trained classes otherwise, e.g. DePT's fusion with its head), the trained class names in
-checkpoints, results-file extras, and the position-matrix export after training.
+DePT's), the anchor-branch feature cache (once per class set, never per step), per-class
+scoring at evaluation (trained classes: normal prompt; others: ensemble; override
+`scored_branches` to score trained classes otherwise, e.g. DePT's fusion with its head), the
+trained class names in checkpoints, results-file extras, and the position-matrix export after
+training.
 
 ``TRAINER.ANCHOROPT.LEGACY`` reproduces the official code's faults for users who must match
 released numbers: read-out at EOT - ANCHOR_LEN (the "." for one anchor token), independent
@@ -277,9 +277,11 @@ class AnchorOPTStageII:
         if trained is None:
             print("Warning: the checkpoint does not list the classes it was trained on; every class is scored as unseen")
         self.trained_classnames = list(trained) if trained is not None else None
-        self._compare_anchors(checkpoint["state_dict"].get("anchor"))
+        same_anchor = self._compare_anchors(checkpoint["state_dict"].get("anchor"))
         source = extras.get("anchor_source")
-        self._anchor_origin = f"checkpoint (Stage I anchor: {source})" if source else "checkpoint"
+        # A resumed run (same ANCHOR_PATH, same anchor) reports the provenance an uninterrupted run does.
+        if not (same_anchor and source == self._anchor_origin):
+            self._anchor_origin = f"checkpoint (Stage I anchor: {source})" if source else "checkpoint"
         self.invalidate_anchor_cache()
         positions = self.model.prompt_learner.positions
         trained_mode = extras.get("position_mode")
@@ -287,12 +289,14 @@ class AnchorOPTStageII:
             print(f"Note: the checkpoint was trained with POSITION_MODE={trained_mode}, LEGACY={extras.get('legacy')}; "
                   f"evaluating with POSITION_MODE={positions.mode}, LEGACY={positions.legacy}")
 
-    def _compare_anchors(self, stored: torch.Tensor | None) -> None:
+    def _compare_anchors(self, stored: torch.Tensor | None) -> bool:
+        """Whether the checkpoint's anchor equals the ANCHOR_PATH one (False when either is absent)."""
         if self._path_anchor is None or stored is None:
-            return
+            return False
         path = self.anchoropt.anchor_path
         if torch.equal(self._path_anchor, stored.detach().float().cpu()):
             print(f"The checkpoint's anchor equals the one at {ANCHOR_PATH_KEY}={path}")
-        else:
-            print(f"Note: the checkpoint's anchor differs from the one at {ANCHOR_PATH_KEY}={path}; using the "
-                  "checkpoint's (the anchor the prompt was trained with)")
+            return True
+        print(f"Note: the checkpoint's anchor differs from the one at {ANCHOR_PATH_KEY}={path}; using the "
+              "checkpoint's (the anchor the prompt was trained with)")
+        return False
