@@ -68,11 +68,11 @@ class DePT(DePTHeadTrainer, ClipTrainer):
     _last_columns: torch.Tensor | None = None
 
     def build_model(self) -> None:
-        coop = self.cfg.TRAINER.COOP
+        coop_cfg = self.cfg.TRAINER.COOP
         clip_model = self.load_clip()
         print("Building DePT (CoOp prompts, FiLM and classification head)")
-        learner = DePTPromptLearner(clip_model, self.classnames, coop.N_CTX, coop.CTX_INIT, coop.CSC,
-                                    coop.CLASS_TOKEN_POSITION, **self.dept.head_options())
+        learner = DePTPromptLearner(clip_model, self.classnames, coop_cfg.N_CTX, coop_cfg.CTX_INIT, coop_cfg.CSC,
+                                    coop_cfg.CLASS_TOKEN_POSITION, **self.dept.head_options())
         self.model = DePTCLIP(clip_model, learner).to(self.device)
         self.register_learner(self.model.prompt_learner, self.LEARNER_NAME)
 

@@ -134,17 +134,13 @@ class AnchorOPTPromptLearner(nn.Module):
         return self.anchor_layout.assemble(self.anchor.detach()), self.anchor_layout.eot_index
 
 
-class AnchorOPTCLIP(nn.Module):
-    """CoOp + AnchorOPT: one set of class prompts, the frozen image encoder shared by both branches."""
+class AnchorBranch:
+    """What every AnchorOPT model shares: the class names live in the prompt learner, and the
+    anchor branch is "[A] of <class>." through ``self.text_encoder`` without prompts."""
 
-    PROMPTS_FIXED_IN_EVAL = True
-
-    def __init__(self, clip_model: CLIP, prompt_learner: AnchorOPTPromptLearner) -> None:
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.text_encoder = TextEncoder(clip_model)
-        self.image_encoder = ImageEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+    prompt_learner: AnchorOPTPromptLearner
+    text_encoder: TextEncoder
+    logit_scale: torch.Tensor
 
     @property
     def classnames(self) -> list[str]:
@@ -156,6 +152,22 @@ class AnchorOPTCLIP(nn.Module):
     def anchor_text_features(self) -> torch.Tensor:
         embeds, eot = self.prompt_learner.anchor_prompts()
         return normalize(self.text_encoder(embeds, eot, self.prompt_learner.anchor_layout.length))
+
+    def anchor_logits(self, image_features: torch.Tensor, anchor_text: torch.Tensor | None) -> torch.Tensor | None:
+        return None if anchor_text is None else scaled_logits(image_features, anchor_text, self.logit_scale)
+
+
+class AnchorOPTCLIP(AnchorBranch, nn.Module):
+    """CoOp + AnchorOPT: one set of class prompts, the frozen image encoder shared by both branches."""
+
+    PROMPTS_FIXED_IN_EVAL = True
+
+    def __init__(self, clip_model: CLIP, prompt_learner: AnchorOPTPromptLearner) -> None:
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.text_encoder = TextEncoder(clip_model)
+        self.image_encoder = ImageEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
 
     def prompt_state(self) -> torch.Tensor:
         """Normalised normal-prompt class features [C, e] (draws P once)."""
@@ -171,5 +183,4 @@ class AnchorOPTCLIP(nn.Module):
         image_features = self.image_encoder(image)
         text = self.prompt_state() if prompt_state is None else prompt_state
         normal = scaled_logits(image_features, text, self.logit_scale)
-        anchor = None if anchor_text is None else scaled_logits(image_features, anchor_text, self.logit_scale)
-        return normal, anchor
+        return normal, self.anchor_logits(image_features, anchor_text)

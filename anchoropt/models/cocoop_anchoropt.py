@@ -60,6 +60,4 @@ class CoCoOpAnchorOPTCLIP(AnchorOPTCLIP):
         embeds, readout = learner.image_prompts(image_features, prompt_state)
         text = encode_per_image_prompts(self.text_encoder, embeds, readout, learner.layout.length,
                                         self.max_text_sequences)
-        normal = scaled_logits(image_features, text, self.logit_scale)
-        anchor = None if anchor_text is None else scaled_logits(image_features, anchor_text, self.logit_scale)
-        return normal, anchor
+        return scaled_logits(image_features, text, self.logit_scale), self.anchor_logits(image_features, anchor_text)

@@ -14,7 +14,6 @@ import torch
 from clip.model import CLIP
 
 from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
-from anchoropt.models.clip_parts import scaled_logits
 from anchoropt.models.dept import DePTHead, DePTScoring
 
 
@@ -40,9 +39,6 @@ class DePTAnchorOPTCLIP(DePTScoring, AnchorOPTCLIP):
 
     def prompt_state(self) -> torch.Tensor:
         return self.raw_text_features()
-
-    def anchor_logits(self, image_features: torch.Tensor, anchor_text: torch.Tensor | None) -> torch.Tensor | None:
-        return None if anchor_text is None else scaled_logits(image_features, anchor_text, self.logit_scale)
 
     def branch_logits(
         self,

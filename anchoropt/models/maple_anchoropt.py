@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.method.positions import apply_positions
-from anchoropt.models.anchoropt import AnchorOPTPromptLearner
-from anchoropt.models.clip_parts import ImageEncoder, normalize, scaled_logits
+from anchoropt.models.anchoropt import AnchorBranch, AnchorOPTPromptLearner
+from anchoropt.models.clip_parts import ImageEncoder, scaled_logits
 from anchoropt.models.deep_prompts import DeepSlots
 from anchoropt.models.maple import CompoundPrompts, MaPLeCLIP, TextPrompts
 
@@ -82,7 +82,7 @@ class MaPLeAnchorOPTPromptLearner(CompoundPrompts, AnchorOPTPromptLearner):
                            deep=self.deep_text_slots(matrix))
 
 
-class MaPLeAnchorOPTCLIP(MaPLeCLIP):
+class MaPLeAnchorOPTCLIP(AnchorBranch, MaPLeCLIP):
     """Normal branch: the MaPLe-prompted CLIP; anchor branch: the unprompted CLIP (text and image)."""
 
     PROMPTS_FIXED_IN_EVAL = True
@@ -90,17 +90,6 @@ class MaPLeAnchorOPTCLIP(MaPLeCLIP):
     def __init__(self, clip_model: CLIP, prompt_learner: MaPLeAnchorOPTPromptLearner) -> None:
         super().__init__(clip_model, prompt_learner)
         self.plain_image_encoder = ImageEncoder(clip_model)
-
-    @property
-    def classnames(self) -> list[str]:
-        return self.prompt_learner.classnames
-
-    def set_classnames(self, classnames: Sequence[str]) -> None:
-        self.prompt_learner.set_classnames(classnames)
-
-    def anchor_text_features(self) -> torch.Tensor:
-        embeds, eot = self.prompt_learner.anchor_prompts()
-        return normalize(self.text_encoder(embeds, eot, self.prompt_learner.anchor_layout.length))
 
     def prompt_state(self) -> torch.Tensor:
         """Normalised normal-prompt class features [C, e] (draws P once)."""
@@ -114,4 +103,4 @@ class MaPLeAnchorOPTCLIP(MaPLeCLIP):
             return normal, None
         with torch.no_grad():  # nothing learned reaches the anchor branch
             plain = self.plain_image_encoder(image)
-        return normal, scaled_logits(plain, anchor_text, self.logit_scale)
+        return normal, self.anchor_logits(plain, anchor_text)
