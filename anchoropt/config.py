@@ -25,6 +25,9 @@ def register_config_node(fn: Callable[[CN], None]) -> Callable[[CN], None]:
 def add_project_keys(cfg: CN) -> None:
     """Keys every trainer and dataset here understands, beyond Dassl's defaults."""
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (base-to-novel protocol)
+    # A benchmark whose split_zhou_*.json is missing is an error; True builds a new random split instead, as CoOp
+    # does silently (its images differ from the published protocol's, so results are not comparable).
+    cfg.DATASET.RANDOM_SPLIT_IF_MISSING = False
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file (JIT archive or state dict); overrides NAME lookup
     # Provenance recorded in each results file (train.py and the protocol scripts fill these in).
     cfg.RUN = CN()

@@ -190,7 +190,7 @@ def test_missing_class_in_descriptions_is_named_with_close_matches(env, tmp_path
     partial = write_descriptions(tmp_path / "partial.json", [c for c in env.dataset.classnames if c != missing])
     args = env.args("AnchorOPT_StageI", tmp_path / "out", "OPTIM.MAX_EPOCH", "1",
                     "TRAINER.ANCHOROPT.DESCRIPTIONS", str(partial))
-    with pytest.raises(DataError, match=rf"no entry for 1 of 3 classes:\n  '{missing}'"):
+    with pytest.raises(DataError, match=rf"no entry for 1 of 3 classes: '{missing}'"):
         run_train(args)
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import random
 import shutil
+import traceback
 import warnings
 from collections import Counter, defaultdict
 
@@ -27,6 +28,7 @@ from tests.support.data_layouts import dataset_writer  # noqa: F401  (pytest fix
 
 BENCHMARKS = [n for n in DATASET_NAMES if n not in TEST_ONLY]
 WITH_SPLIT_FILE = [n for n in BENCHMARKS if n not in ("ImageNet", "FGVCAircraft")]
+RANDOM_SPLIT = ("DATASET.RANDOM_SPLIT_IF_MISSING", "True")  # the opt-in to CoOp's random split
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +247,7 @@ def test_missing_split_file_is_built_like_coop_and_saved(name, tmp_path):
     reference = write_dataset(name, tmp_path / "b", with_split=True)
     with pytest.warns(UserWarning, match="building a new random split"):
         warnings.simplefilter("always")
-        ds = load_dataset(info.root, name, seed=1)
+        ds = load_dataset(info.root, name, *RANDOM_SPLIT, seed=1)
     assert ds.classnames == reference.classnames  # same names and label order as CoOp's split file
     expected = info.generated_split_per_class()
     for split, items in (("train", ds.train_x), ("val", ds.val), ("test", ds.test)):
@@ -254,13 +256,13 @@ def test_missing_split_file_is_built_like_coop_and_saved(name, tmp_path):
     saved = json.loads(split_file.read_text())
     assert [r[0] for r in saved["train"]] == [os.path.relpath(i.impath, ds.image_dir) for i in ds.train_x]
     other_root = write_dataset(name, tmp_path / "c", with_split=False)
-    again = load_dataset(other_root.root, name, seed=1)
+    again = load_dataset(other_root.root, name, *RANDOM_SPLIT, seed=1)
     assert sample_key(again.train_x) == sample_key(ds.train_x)  # deterministic for a seed
 
 
 def test_caltech_ignores_background_folders_and_renames(tmp_path):
     info = write_dataset("Caltech101", tmp_path, n_classes=6, with_split=False)
-    ds = load_dataset(info.root, "Caltech101")
+    ds = load_dataset(info.root, "Caltech101", *RANDOM_SPLIT)
     assert ds.classnames == ["face", "leopard", "motorbike", "accordion", "airplane", "anchor"]
     assert not any("BACKGROUND_Google" in i.impath or "Faces_easy" in i.impath for i in ds.train_x + ds.test)
 
@@ -303,7 +305,7 @@ def test_missing_split_file_without_sources(dataset_writer):
     os.remove(info.dataset_dir / "split_zhou_OxfordPets.json")
     shutil.rmtree(info.dataset_dir / "annotations")
     with pytest.raises(DataError) as e:
-        load_dataset(info.root, "OxfordPets")
+        load_dataset(info.root, "OxfordPets", *RANDOM_SPLIT)
     msg = str(e.value)
     assert "split_zhou_OxfordPets.json" in msg and "--download-splits" in msg and "trainval.txt" in msg
 
@@ -347,6 +349,7 @@ def test_unreadable_image_surfaces_from_the_data_loader(dataset_writer, workers)
         list(loader)
     assert user_error_message(e.value) == (f"Cannot decode image {broken}: UnidentifiedImageError: cannot identify "
                                            f"image file '{broken}'")
+    traceback.clear_frames(e.tb)  # let the loader's workers stop now, not at a later garbage collection (seconds)
 
 
 def test_fgvc_variant_missing_from_variants_txt(dataset_writer):

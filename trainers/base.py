@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.backbone import Precision, check_input_size, load_clip
+from anchoropt.backbone.precision import non_finite_loss_advice
 from anchoropt.engine import TrainerX, build_lr_scheduler, build_optimizer, engine_description, write_json
 from anchoropt.results.record import build_record, results_file_name
 
@@ -88,6 +89,10 @@ class ClipTrainer(TrainerX):
             if self._optims[name] is not None:
                 scaler.step(self._optims[name])
         scaler.update()
+
+    def non_finite_loss_advice(self) -> str:
+        prec = self.precision.prec if self.precision else self.prec  # the precision in effect (fp16 is CUDA only)
+        return non_finite_loss_advice(self.PREC_KEY or "PREC", prec)
 
     def step_lr_if_epoch_done(self) -> None:
         if (self.batch_idx + 1) == self.num_batches:

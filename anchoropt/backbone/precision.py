@@ -102,6 +102,16 @@ class Precision:
             self.scaler.update()
 
 
+def non_finite_loss_advice(prec_key: str, prec: str) -> str:
+    """What to change after a NaN/inf loss, for the precision a run actually used (``Precision.prec``)."""
+    if prec == "fp16":
+        return f"{prec_key} is fp16, whose narrow range is the usual cause: rerun with {prec_key} fp32 (or amp)"
+    if prec == "amp":
+        return f"{prec_key} is amp: rerun with {prec_key} fp32, or lower OPTIM.LR"
+    return (f"{prec_key} is already fp32 (switching to amp or fp16 will not help): lower OPTIM.LR or check the "
+            "inputs")
+
+
 def apply_precision(clip_model: nn.Module, prec: str, device: str | torch.device = "cpu") -> Precision:
     """Build the policy for (`prec`, `device`), apply it to `clip_model`, and return it."""
     policy = Precision(prec, device)

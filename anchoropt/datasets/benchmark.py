@@ -1,8 +1,9 @@
 """The loading flow shared by the 11 few-shot benchmarks (CoOp's order of steps).
 
 1. find the dataset folder; 2. read the full train / val / test lists (from
-the split file, or build and save a random split as CoOp does when it is
-missing); 3. few-shot sample per seed (cached); 4. keep the base or new
+the split file; when it is missing, an error, or with
+``DATASET.RANDOM_SPLIT_IF_MISSING True`` a random split built and saved as
+CoOp does); 3. few-shot sample per seed (cached); 4. keep the base or new
 classes; 5. check, in bulk, that the images that will be used exist.
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ from anchoropt.datasets.subsample import check_subsample, subsample_classes
 from anchoropt.engine import DatasetBase
 from anchoropt.errors import DataError
 
+RANDOM_SPLIT_KEY = "DATASET.RANDOM_SPLIT_IF_MISSING"
+
 
 class BenchmarkDataset(DatasetBase):
     """A few-shot benchmark dataset; subclasses set ``facts`` and implement ``build_split``."""
@@ -33,6 +36,8 @@ class BenchmarkDataset(DatasetBase):
         self.image_dir = os.path.join(self.dataset_dir, facts.image_dir) if facts.image_dir else self.dataset_dir
         self.split_path = os.path.join(self.dataset_dir, facts.split.path) if facts.split else ""
         self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIR)
+        # A config from CoOp's or Dassl's own train.py lacks the key: the default (an error) applies.
+        self.random_split_if_missing = bool(cfg.DATASET.get("RANDOM_SPLIT_IF_MISSING", False))
         require_entries(facts, self.dataset_dir, facts.required)
         reseed(cfg.SEED)
 
@@ -57,22 +62,31 @@ class BenchmarkDataset(DatasetBase):
         return self.split_path or self.dataset_dir
 
     def read_full_splits(self) -> tuple[list, list | None, list]:
-        """Full train / val / test lists: the split file when present, else a new random split (saved)."""
+        """Full train / val / test lists: the split file; without it, a new random split (saved) only when
+        ``DATASET.RANDOM_SPLIT_IF_MISSING`` is True."""
         if os.path.exists(self.split_path):
             return read_split(self.split_path, self.image_dir)
         facts = self.facts
+        fetch = (f"fetch it with `anchoropt-prepare-data --root {self.root} --datasets {facts.name} "
+                 "--download-splits`")
+        if not self.random_split_if_missing:
+            raise DataError(
+                f"{facts.name}: split file not found: {self.split_path} (expected CoOp's {facts.split.path}, which "
+                f"fixes the train/val/test images of the published protocol); {fetch}, or set "
+                f"{RANDOM_SPLIT_KEY} True to build a new random split as CoOp does (results then are not comparable "
+                "with published numbers)"
+            )
         absent = missing_entries(self.dataset_dir, facts.split_sources)
         if absent:
             listed = ", ".join(os.path.join(self.dataset_dir, e.path) for e in absent)
             raise DataError(
-                f"{facts.name}: split file not found: {self.split_path} (expected CoOp's {facts.split.path}; fetch it "
-                f"with `anchoropt-prepare-data --root {self.root} --datasets {facts.name} --download-splits`), and "
-                f"the files a new split would be built from are missing too: {listed}"
+                f"{facts.name}: split file not found: {self.split_path} (expected CoOp's {facts.split.path}; {fetch}), "
+                f"and the files a new split would be built from ({RANDOM_SPLIT_KEY} True) are missing too: {listed}"
             )
         warnings.warn(
-            f"{facts.name}: {self.split_path} not found; building a new random split as CoOp does. Results will not "
-            f"be comparable with published numbers, which use CoOp's split file (fetch it with "
-            f"`anchoropt-prepare-data --root {self.root} --datasets {facts.name} --download-splits`)"
+            f"{facts.name}: {self.split_path} not found; building a new random split as CoOp does "
+            f"({RANDOM_SPLIT_KEY} True). Results will not be comparable with published numbers, which use CoOp's "
+            f"split file ({fetch})"
         )
         train, val, test = self.build_split()
         save_split(train, val, test, self.split_path, self.image_dir)

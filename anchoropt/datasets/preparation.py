@@ -236,8 +236,9 @@ def check_dataset(root: str, facts: DatasetFacts, load: bool = True) -> DatasetR
             report.missing.append((split_path, _where_from(facts, facts.split)))
             sources = [e for e in facts.split_sources if entry_path(dataset_dir, e) is None]
             if not sources:
-                report.notes.append("without the split file a new random split would be built (not comparable "
-                                    "with published results)")
+                report.notes.append("without the split file training stops with an error; with "
+                                    "DATASET.RANDOM_SPLIT_IF_MISSING True a new random split is built instead (not "
+                                    "comparable with published results)")
             for entry in sources:
                 report.missing.append((os.path.join(dataset_dir, entry.path),
                                        f"{_where_from(facts, entry)} (needed only without the split file)"))

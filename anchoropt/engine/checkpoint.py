@@ -13,6 +13,7 @@ import io
 import os.path as osp
 import pickle
 import random
+import re
 from typing import Any
 
 import numpy as np
@@ -57,14 +58,23 @@ def load_checkpoint(fpath: str) -> dict:
     try:
         return torch.load(fpath, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f'Refusing to load "{fpath}": it contains pickled Python objects, not only tensors and plain '
-            f"values ({first}). Checkpoints written by this toolkit never do; a file from elsewhere must "
-            "be converted to a plain state dict."
+            f"values ({refused_global(e)}); nothing in it was run. Checkpoints written by this toolkit never do; "
+            "a file from elsewhere must be converted to a plain state dict."
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f'Cannot read checkpoint "{fpath}": {e}') from None
+
+
+def refused_global(error: pickle.UnpicklingError) -> str:
+    """What ``torch.load(weights_only=True)`` refused, in a few words (torch's text is a page of advice)."""
+    text = str(error)
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if match:
+        return f"it references {match.group(1)}"
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def latest_checkpoint_path(fdir: str) -> str | None:

@@ -5,8 +5,9 @@ mode, placed in front of Dassl's ``TrainerX``. It replaces exactly the pieces
 of Dassl that break on current PyTorch or that we must do differently:
 checkpoints hold plain values and are written atomically, loading never
 unpickles objects, a resume restores the RNG streams (so an interrupted run
-ends where an uninterrupted one would), a checkpoint is kept after every epoch
-as the resume point, and a non-finite loss is reported with its epoch and step.
+ends where an uninterrupted one would, with the same train history), a
+checkpoint is kept after every epoch as the resume point, and a non-finite
+loss is reported with its epoch and step.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 import torch
 
 from anchoropt.errors import CheckpointError, UserError
+from anchoropt.engine.builtin.tools import atomic_write_bytes
 from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.engine.checkpoint import (
     BEST_NAME, capture_rng_state, epoch_file_name, latest_checkpoint_path, load_checkpoint,
@@ -189,6 +191,7 @@ class TrainerExtensions:
         paths = {name: latest_checkpoint_path(osp.join(directory, name)) for name in names}
         if any(p is None for p in paths.values()):
             print("No checkpoint found, train from scratch")
+            self.trim_history(0)
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
@@ -204,8 +207,29 @@ class TrainerExtensions:
             start_epoch = checkpoint["epoch"]
             rng_state = checkpoint.get("rng_state") or rng_state
         restore_rng_state(rng_state)
+        self.trim_history(start_epoch)
         print(f"Previous epoch: {start_epoch}")
         return start_epoch
+
+    def trim_history(self, last_epoch: int) -> None:
+        """Keep the history of epochs up to the resume point only.
+
+        A run killed after recording an epoch but before its checkpoint (e.g. during a
+        best-val evaluation), or in the middle of a line, would otherwise repeat or garble it.
+        """
+        path = osp.join(self.output_dir, HISTORY_FILE)
+        if not osp.isfile(path):
+            return
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("epoch"), int) and entry["epoch"] <= last_epoch:
+                    kept.append(json.dumps(entry) + "\n")
+        atomic_write_bytes(path, "".join(kept).encode())
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         if not directory:
@@ -227,14 +251,23 @@ class TrainerExtensions:
             print(f"Load {path} to {name} (epoch={checkpoint['epoch']}{val_txt})")
 
     # ---- loss checks ----------------------------------------------------------
+    def non_finite_loss_advice(self) -> str:
+        """What to change after a NaN/inf loss (``ClipTrainer`` names its PREC key and value)."""
+        return "Low precision is the usual cause: rerun with the trainer's PREC set to fp32 (or amp)"
+
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
             epoch = getattr(self, "epoch", 0) + 1
             step = getattr(self, "batch_idx", 0) + 1
+            steps = getattr(self, "num_batches", None)
+            # after_epoch leaves a resume point for every finished epoch, and nothing is written mid-epoch;
+            # in the first epoch after a --resume, that point is still the one resumed from.
+            resumed_from = self.cfg.RESUME if epoch - 1 == getattr(self, "start_epoch", 0) else ""
+            kept = (f"the checkpoint of epoch {epoch - 1} in {resumed_from or self.output_dir} is intact and a rerun "
+                    "resumes from it" if epoch > 1 else "no epoch had finished, so no checkpoint was written")
             raise NonFiniteLossError(
-                f"Loss is {loss.detach().float().flatten()[0].item()} at epoch {epoch}, batch {step}: training "
-                "stopped; the last saved checkpoint is intact. Low precision is the usual cause: rerun with "
-                "the trainer's PREC set to fp32 (or amp)."
+                f"Loss is {loss.detach().float().flatten()[0].item()} at epoch {epoch}, batch {step}"
+                f"{f' of {steps}' if steps else ''}: training stopped; {kept}. {self.non_finite_loss_advice()}"
             )
 
     def model_backward(self, loss: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from anchoropt.method.names import compact_classname, coop_renamed, loose_classn
 DESCRIPTIONS_DIR = Path(__file__).absolute().parents[2] / "descriptions"
 DESCRIPTION_FILE_KEY = "TRAINER.ANCHOROPT.DESCRIPTIONS"
 MAX_PER_CLASS_KEY = "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH"
+_SHOWN_CLASSES = 10  # unmatched classes named in an error (a wrong file can miss all 1000 ImageNet classes)
 DOWNLOAD_HINT = "run `anchoropt-descriptions-download` (see descriptions/README.md)"
 
 # The AnchorOPT authors' copies of the CuPL files (Pratt et al. 2023), re-keyed
@@ -143,9 +144,12 @@ def load_descriptions(path: str | Path, classnames: Sequence[str], max_per_class
     descriptions = read_descriptions(path)
     matched, unmatched = match_description_keys(classnames, list(descriptions))
     if unmatched:
+        shown = list(unmatched.items())[:_SHOWN_CLASSES]
+        more = f"; and {len(unmatched) - len(shown)} more" if len(unmatched) > len(shown) else ""
         raise DataError(
-            f"description file {path} has no entry for {len(unmatched)} of {len(classnames)} classes:\n"
-            + "\n".join(f"  '{name}' ({hint})" for name, hint in unmatched.items())
+            f"description file {path} has no entry for {len(unmatched)} of {len(classnames)} classes: "
+            + "; ".join(f"'{name}' ({hint})" for name, hint in shown) + more
+            + " (expected a key per class name, matched ignoring case, underscores and punctuation)"
         )
     empty = [name for name in classnames if not descriptions[matched[name]]]
     if empty:

@@ -13,7 +13,8 @@ real ones (extended with synthetic names beyond the built-in lists).
 Per class, split datasets hold ``n_train``/``n_val``/``n_test`` images with
 ``n_test = round(0.3 n)``, ``n_val = round(0.2 n)`` (at least 1 each). With
 ``with_split=False`` no split file is written; the raw annotation files are
-always there, so the dataset class builds a random split as CoOp does.
+always there, so with ``DATASET.RANDOM_SPLIT_IF_MISSING True`` the dataset class builds a
+random split as CoOp does (without it, a missing split file is an error).
 
 Fixtures (import them into a test module explicitly):
 ``generated_data_root`` (all 15 datasets, default sizes) and

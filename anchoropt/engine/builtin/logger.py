@@ -17,7 +17,7 @@ class Logger:
         self.file = None
         if fpath is not None:
             mkdir_if_missing(osp.dirname(fpath))
-            self.file = open(fpath, "w")
+            self.file = open(fpath, "w", buffering=1)  # line-buffered: a killed job's log ends at its last line
 
     def write(self, msg: str) -> None:
         self.console.write(msg)
