@@ -18,7 +18,7 @@ from anchoropt.cli.errors import user_error_message
 from anchoropt.config import build_config
 from anchoropt.datasets import imagenet as imagenet_module
 from anchoropt.datasets.fewshot import fewshot_cache_path
-from anchoropt.engine import DATASET_REGISTRY, build_data_loader
+from anchoropt.engine import DATASET_REGISTRY, DatasetWrapper, build_data_loader
 from anchoropt.errors import ConfigError, DataError
 from tests.support.data_layouts import (
     DATASET_NAMES, FOLDER_SPLIT, TEST_ONLY, TRAINVAL_SPLIT, base_new_classnames, dataset_cfg, load_dataset,
@@ -339,7 +339,9 @@ def test_unreadable_image_surfaces_from_the_data_loader(dataset_writer, workers)
     ds = load_dataset(info.root, "StanfordCars")
     cfg = dataset_cfg(info.root, "StanfordCars", "DATALOADER.NUM_WORKERS", str(workers))
     tfm = T.Compose([T.Resize((8, 8)), T.ToTensor()])
-    loader = build_data_loader(cfg, data_source=ds.test, batch_size=4, tfm=tfm, is_train=False)
+    # the wrapper every trainer here passes, on either engine
+    loader = build_data_loader(cfg, data_source=ds.test, batch_size=4, tfm=tfm, is_train=False,
+                               dataset_wrapper=DatasetWrapper)
     batch = next(iter(loader))
     assert batch["img"].shape == (4, 3, 8, 8) and batch["label"].tolist() == [i.label for i in ds.test[:4]]
     broken = ds.test[5].impath
