@@ -15,7 +15,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 from anchoropt import __version__
 from anchoropt.cli.errors import run_cli
 from anchoropt.errors import ConfigError, DataError, UserError
+from anchoropt.fileio import atomic_write_bytes
 from anchoropt.method.descriptions import (
     DESCRIPTION_SOURCES,
     DESCRIPTIONS_DIR,
@@ -102,20 +102,6 @@ def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------- download
 
 
@@ -159,7 +145,7 @@ def install_published(dataset: str, dest: Path, from_dir: Path | None = None, fo
         return f"kept       {target} (differs from the published file; --force replaces it)"
     data, origin = _obtain(source, from_dir, timeout)
     descriptions = verify_published(data, source, origin)
-    write_atomically(target, data)
+    atomic_write_bytes(target, data)
     counts = [len(sentences) for sentences in descriptions.values()]
     return f"installed  {target} ({len(counts)} classes, {min(counts)}-{max(counts)} sentences each, from {origin})"
 
@@ -296,7 +282,7 @@ def generate(argv: list[str] | None = None) -> int:
         sentences = describe_class(name, args, api_key)
         descriptions[name] = sentences
         # Written after every class so an interrupted run resumes where it stopped.
-        write_atomically(args.output, (json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        atomic_write_bytes(args.output, (json.dumps(descriptions, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         if len(sentences) < args.per_class:
             short.append(name)
         print(f"[{index}/{len(todo)}] {name}: {len(sentences)} sentences", flush=True)

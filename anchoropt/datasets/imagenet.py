@@ -18,7 +18,7 @@ from anchoropt.datasets.files import check_images_exist, list_images, list_subfo
 from anchoropt.datasets.imagenet_family import items_from_folders, names_for, read_classnames
 from anchoropt.datasets.splits import load_json
 from anchoropt.engine import DATASET_REGISTRY
-from anchoropt.engine.builtin.tools import atomic_write_bytes
+from anchoropt.fileio import atomic_write_bytes
 from anchoropt.errors import DataError
 
 INDEX_FILE = "preprocessed.json"

@@ -19,7 +19,7 @@ from typing import Any
 from anchoropt.datasets.catalog import CATALOG, DatasetFacts, Entry
 from anchoropt.datasets.files import entry_path, find_missing
 from anchoropt.datasets.splits import SPLIT_KEYS, parse_split
-from anchoropt.engine.builtin.tools import atomic_write_bytes
+from anchoropt.fileio import atomic_write_bytes
 from anchoropt.errors import DataError, UserError
 
 _WNID_LINE = re.compile(r"^n\d{8} \S")

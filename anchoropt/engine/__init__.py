@@ -11,6 +11,8 @@ atomic), and ``TrainerX`` carries ``TrainerExtensions``.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 
 from anchoropt.errors import UserError
@@ -30,15 +32,18 @@ def _select_engine() -> tuple[str, str]:
     if wanted == "builtin":
         return "builtin", f"forced by {ENGINE_ENV}=builtin"
     try:
-        import dassl.engine  # noqa: F401  (imports torch.utils.tensorboard, sklearn, ...)
+        # Only this module of the seam imports dassl (it needs torch.utils.tensorboard, sklearn, ...).
+        importlib.import_module("anchoropt.engine._dassl_names")
     except ImportError as e:
         if wanted == "dassl":
             raise EngineError(
                 f"{ENGINE_ENV}=dassl but the dassl package cannot be imported ({e}). Install it from "
-                "https://github.com/KaiyangZhou/Dassl.pytorch (see README, 'Using real Dassl') or unset "
-                f"{ENGINE_ENV}."
+                "https://github.com/KaiyangZhou/Dassl.pytorch (see the README, 'Engine: real Dassl or the "
+                f"built-in core') or unset {ENGINE_ENV}."
             ) from None
-        return "builtin", "dassl package not installed"
+        if importlib.util.find_spec("dassl") is None:
+            return "builtin", "dassl package not installed"
+        return "builtin", f"dassl is installed but cannot be imported: {e}"
     return "dassl", "dassl package found" if wanted == "auto" else f"forced by {ENGINE_ENV}=dassl"
 
 
@@ -57,8 +62,7 @@ from anchoropt.engine.lr_scheduler import build_lr_scheduler  # noqa: E402
 def engine_description() -> str:
     """One line for the start-up banner and the results file."""
     if ENGINE == "dassl":
-        import dassl
+        from anchoropt.engine._dassl_names import DASSL_VERSION
 
-        version = getattr(dassl, "__version__", "unknown version")
-        return f"dassl ({version}; {ENGINE_REASON})"
+        return f"dassl ({DASSL_VERSION}; {ENGINE_REASON})"
     return f"builtin ({ENGINE_REASON})"

@@ -4,6 +4,7 @@ Dassl's files are not patched: its LR warm-up scheduler is never built (ours is
 exported under the same name), its trainer gets ``TrainerExtensions`` in front,
 which takes over checkpoint save / load / resume, and the stdout logger is ours.
 """
+import dassl
 from dassl.config import get_cfg_default
 from dassl.data import DataManager
 from dassl.data.data_manager import build_data_loader
@@ -19,6 +20,7 @@ from dassl.utils import (
     check_isfile, count_num_param, listdir_nohidden, mkdir_if_missing, read_image, read_json, set_random_seed,
 )
 
+from anchoropt.engine.builtin.data.dataset_base import Datum as _BuiltinDatum
 from anchoropt.engine.builtin.data.manager import DatasetWrapper
 # Dassl's Logger closes the real stdout when it is garbage-collected; ours only closes its file.
 from anchoropt.engine.builtin.logger import setup_logger
@@ -28,13 +30,7 @@ from anchoropt.engine.trainer_extensions import TrainerExtensions
 class Datum(_DasslDatum):
     """Dassl's ``Datum`` without the per-file ``stat`` (1.2 M of them for ImageNet)."""
 
-    def __init__(self, impath: str = "", label: int = 0, domain: int = 0, classname: str = "") -> None:
-        if not isinstance(impath, str):
-            raise TypeError(f"Datum.impath must be a str, got {type(impath).__name__}")
-        self._impath = impath
-        self._label = label
-        self._domain = domain
-        self._classname = classname
+    __init__ = _BuiltinDatum.__init__
 
 
 class SimpleTrainer(TrainerExtensions, _DasslSimpleTrainer):
@@ -44,6 +40,8 @@ class SimpleTrainer(TrainerExtensions, _DasslSimpleTrainer):
 class TrainerX(TrainerExtensions, _DasslTrainerX):
     pass
 
+
+DASSL_VERSION = getattr(dassl, "__version__", "unknown version")
 
 __all__ = [
     "get_cfg_default", "DatasetBase", "Datum", "DataManager", "DatasetWrapper", "build_data_loader",

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from anchoropt.errors import CheckpointError
-from anchoropt.engine.builtin.tools import atomic_write_bytes, mkdir_if_missing
+from anchoropt.engine.builtin.tools import mkdir_if_missing
+from anchoropt.fileio import atomic_write_bytes
 
 POINTER_FILE = "checkpoint"
 BEST_NAME = "model-best.pth.tar"

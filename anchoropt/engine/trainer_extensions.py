@@ -20,7 +20,7 @@ import time
 import torch
 
 from anchoropt.errors import CheckpointError, UserError
-from anchoropt.engine.builtin.tools import atomic_write_bytes
+from anchoropt.fileio import atomic_write_bytes
 from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.engine.checkpoint import (
     BEST_NAME, capture_rng_state, epoch_file_name, latest_checkpoint_path, load_checkpoint,

@@ -12,10 +12,9 @@ output directories:
   name), else the highest ``model.pth.tar-<epoch>``, else ``model-best.pth.tar``.
 """
 
-import os
+import io
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from anchoropt.errors import CheckpointError
+from anchoropt.fileio import atomic_write_bytes
 from anchoropt.method.legacy_checkpoint import load_legacy_checkpoint
 
 ANCHOR_FILE_NAME = "anchor.pth"
@@ -57,17 +57,9 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _atomic_torch_save(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_anchor(path: str | Path, anchor: torch.Tensor, classnames: Sequence[str], settings: Mapping[str, Any]) -> Path:

@@ -6,13 +6,14 @@ import json
 import os
 import os.path as osp
 import random
-import tempfile
 import warnings
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 from PIL import Image
+
+from anchoropt.fileio import atomic_write_bytes
 
 
 def mkdir_if_missing(dirname: str) -> None:
@@ -30,27 +31,6 @@ def check_isfile(fpath: str) -> bool:
 def read_json(fpath: str) -> Any:
     with open(fpath, "r") as f:
         return json.load(f)
-
-
-def atomic_write_bytes(fpath: str, data: bytes) -> None:
-    """Write ``data`` to ``fpath`` through a temp file and a rename.
-
-    A reader (or a crash) never sees a half-written file: either the old
-    content or the new one is there.
-    """
-    directory = osp.dirname(osp.abspath(fpath))
-    mkdir_if_missing(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + osp.basename(fpath) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, fpath)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_json(obj: Any, fpath: str) -> None:
