@@ -11,7 +11,6 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["anchoropt", "anchoropt.*", "trainers", "trainers.*"]),
-    py_modules=["train"],
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
