@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from clip.model import CLIP
 from torch import nn
 
+from anchoropt.models.deep_prompts import vit_image_features
+
 
 class ImageEncoder(nn.Module):
     """CLIP's image tower returning L2-normalised features in fp32."""
@@ -19,6 +21,8 @@ class ImageEncoder(nn.Module):
         return self.visual.conv1.weight.dtype
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.visual, "transformer"):  # ViT: the same features through our faster block loop
+            return vit_image_features(self.visual, image)
         return F.normalize(self.visual(image.to(self.dtype)).float(), dim=-1)
 
 

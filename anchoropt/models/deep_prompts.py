@@ -134,18 +134,27 @@ class PromptedImageEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor, shallow: torch.Tensor | None = None,
                 deep: DeepSlots | None = None) -> torch.Tensor:
-        visual = self.visual
-        x = visual.conv1(image.to(self.dtype))  # [B, width, grid, grid]
-        x = x.flatten(2).permute(0, 2, 1)  # [B, grid**2, width]
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-        if shallow is not None:
-            x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
-        elif deep is not None:
-            raise ValueError("deep vision prompts need shallow ones: they rewrite the appended prompt positions")
-        x = visual.ln_pre(x).permute(1, 0, 2)  # [seq, B, width]
-        x = run_prompted_blocks(visual.transformer.resblocks, x, None, False, deep)
-        x = visual.ln_post(x[0])
-        if visual.proj is not None:
-            x = x @ visual.proj
-        return F.normalize(x.float(), dim=-1)
+        return vit_image_features(self.visual, image, shallow, deep)
+
+
+def vit_image_features(visual: nn.Module, image: torch.Tensor, shallow: torch.Tensor | None = None,
+                       deep: DeepSlots | None = None) -> torch.Tensor:
+    """L2-normalised fp32 features of CLIP's ViT tower `visual`, optionally prompted (see `PromptedImageEncoder`).
+
+    Without prompts it equals ``visual(image)`` normalised, computed with our block loop (fewer copies
+    and allocations than CLIP's own forward).
+    """
+    x = visual.conv1(image.to(visual.conv1.weight.dtype))  # [B, width, grid, grid]
+    x = x.flatten(2).permute(0, 2, 1)  # [B, grid**2, width]
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    if shallow is not None:
+        x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+    elif deep is not None:
+        raise ValueError("deep vision prompts need shallow ones: they rewrite the appended prompt positions")
+    x = visual.ln_pre(x).permute(1, 0, 2).contiguous()  # [seq, B, width]; contiguous for the blocks' LayerNorms
+    x = run_prompted_blocks(visual.transformer.resblocks, x, None, False, deep)
+    x = visual.ln_post(x[0])
+    if visual.proj is not None:
+        x = x @ visual.proj
+    return F.normalize(x.float(), dim=-1)
