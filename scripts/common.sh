@@ -65,6 +65,20 @@ ao_require_dataset() {
   ao_die "unknown dataset '$name' for $what; expected one of: $allowed"
 }
 
+# ao_dataset_seed_args "ALLOWED..." WHAT DATASET SEED [KEY VALUE ...]: the command line of the scripts that
+# take a dataset and a seed; sets DATASET and SEED, checks them, the extra options and DATA.
+ao_dataset_seed_args() {
+  local allowed=$1 what=$2
+  shift 2
+  (( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
+  DATASET=$1 SEED=$2
+  shift 2
+  ao_require_dataset "$DATASET" "$allowed" "$what"
+  ao_require_seed "$SEED"
+  ao_parse_extra "$@"
+  ao_require_data
+}
+
 # ao_parse_extra OPTS...: check KEY VALUE pairs; fill AO_EXTRA (all), AO_STAGE1_EXTRA (without OPTIM.*),
 # adopt DATASET.NUM_SHOTS as SHOTS and note a user-given TRAINER.ANCHOROPT.ANCHOR_PATH.
 ao_parse_extra() {

@@ -9,13 +9,7 @@
 # AnchorOPT_StageI in the tables). An evaluation already done (and newer than the model) is not redone.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-(( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
-DATASET=$1 SEED=$2
-shift 2
-ao_require_dataset "$DATASET" "$AO_BASE2NEW_DATASETS" "base-to-novel"
-ao_require_seed "$SEED"
-ao_parse_extra "$@"
-ao_require_data
+ao_dataset_seed_args "$AO_BASE2NEW_DATASETS" "base-to-novel" "$@"
 
 hint="bash scripts/base2new/train.sh $DATASET $SEED"
 ao_evaluate "$DATASET" new base2new "base2new/$DATASET" \

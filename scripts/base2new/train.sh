@@ -10,13 +10,7 @@
 # A finished run is not redone; an unfinished one resumes from its checkpoints.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-(( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
-DATASET=$1 SEED=$2
-shift 2
-ao_require_dataset "$DATASET" "$AO_BASE2NEW_DATASETS" "base-to-novel"
-ao_require_seed "$SEED"
-ao_parse_extra "$@"
-ao_require_data
+ao_dataset_seed_args "$AO_BASE2NEW_DATASETS" "base-to-novel" "$@"
 
 ao_train "$DATASET" base base2new "base2new/$DATASET" \
   "$(ao_run_dir base2new train_base "$DATASET")" "$(ao_anchor_dir base2new train_base "$DATASET")"

@@ -7,13 +7,7 @@
 # AnchorOPT models carry their (ImageNet) anchor, so the source anchor is used on the target classes.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-(( $# >= 2 )) || ao_die "usage: $AO_SCRIPT DATASET SEED [KEY VALUE ...]"
-DATASET=$1 SEED=$2
-shift 2
-ao_require_dataset "$DATASET" "$AO_XD_TARGETS" "cross-dataset evaluation"
-ao_require_seed "$SEED"
-ao_parse_extra "$@"
-ao_require_data
+ao_dataset_seed_args "$AO_XD_TARGETS" "cross-dataset evaluation" "$@"
 
 ao_evaluate "$DATASET" all cross_dataset cross_dataset \
   "$(ao_run_dir cross_dataset train imagenet)" "$(ao_run_dir cross_dataset test "$DATASET")" \
