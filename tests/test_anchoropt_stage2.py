@@ -18,7 +18,7 @@ from anchoropt.method.positions import order_text
 from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
 from anchoropt.models.clip_parts import scaled_logits
 from anchoropt.prompts.layout import eot_token_id, sot_token_id
-from tests.support.anchoropt_runs import build_trainer_from_args, make_tiny_env, read_results, record_method, run_train
+from tests.support.anchoropt_runs import build_trainer_from_args, make_env_with_anchor, read_results, record_method, run_train
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO, write_dataset
 from tests.support.method_fixtures import write_official_checkpoint
@@ -186,10 +186,7 @@ def _learner_state(trainer, _):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
-    env = make_tiny_env(tmp_path_factory.mktemp("stage2"), tiny_clip_state_dict_file)
-    env.stage1 = env.root / "stage1"
-    run_train(env.args("AnchorOPT_StageI", env.stage1, "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"))
-    return env
+    return make_env_with_anchor(tmp_path_factory.mktemp("stage2"), tiny_clip_state_dict_file)
 
 
 @pytest.fixture(scope="module")

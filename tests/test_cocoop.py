@@ -14,7 +14,7 @@ from anchoropt.models.clip_parts import normalize
 from anchoropt.models.cocoop import CoCoOpCLIP, CoCoOpPromptLearner, encode_per_image_prompts
 from anchoropt.models.cocoop_anchoropt import CoCoOpAnchorOPTCLIP, CoCoOpAnchorOPTPromptLearner
 from anchoropt.prompts.layout import encode_words, sot_token_id
-from tests.support.anchoropt_runs import make_tiny_env, read_results, record_method, run_train
+from tests.support.anchoropt_runs import make_env_with_anchor, read_results, record_method, run_train
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO
 from tests.support.variant_runs import (
@@ -256,10 +256,7 @@ EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
-    env = make_tiny_env(tmp_path_factory.mktemp("cocoop"), tiny_clip_state_dict_file)
-    env.stage1 = env.root / "stage1"
-    run_train(env.args("AnchorOPT_StageI", env.stage1, "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"))
-    return env
+    return make_env_with_anchor(tmp_path_factory.mktemp("cocoop"), tiny_clip_state_dict_file)
 
 
 COCOOP_OPTS = ("TRAINER.COCOOP.PREC", "fp32", "TRAINER.COCOOP.N_CTX", "4", "TRAINER.COCOOP.CTX_INIT", "a photo of a")

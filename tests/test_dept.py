@@ -15,7 +15,7 @@ from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
 from anchoropt.models.dept import (
     DePTCLIP, DePTHead, DePTPromptLearner, DePTSettings, dept_loss, fuse_logits, head_columns,
 )
-from tests.support.anchoropt_runs import make_tiny_env, read_results, run_train
+from tests.support.anchoropt_runs import make_env_with_anchor, read_results, run_train
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO
 from tests.support.variant_runs import (
@@ -199,10 +199,7 @@ HEAD_KEYS = {"head.film_image.scale", "head.film_image.bias", "head.film_text.sc
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
-    env = make_tiny_env(tmp_path_factory.mktemp("dept"), tiny_clip_state_dict_file)
-    env.stage1 = env.root / "stage1"
-    run_train(env.args("AnchorOPT_StageI", env.stage1, "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"))
-    return env
+    return make_env_with_anchor(tmp_path_factory.mktemp("dept"), tiny_clip_state_dict_file)
 
 
 @pytest.fixture(scope="module")

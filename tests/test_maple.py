@@ -14,6 +14,7 @@ from anchoropt.models.clip_parts import ImageEncoder
 from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
 from anchoropt.models.deep_prompts import DeepPromptTextEncoder, PromptedImageEncoder
 from anchoropt.models.maple import MaPLeCLIP, MaPLePromptLearner
+from tests.support.anchoropt_runs import record_method
 from tests.support.data_layouts import dataset_writer  # noqa: F401  (fixture)
 from tests.support.engine_runs import run_train
 from tests.support.maple_fixtures import block_inputs, deep_clip, deep_clip_file, images, randomize_  # noqa: F401
@@ -222,9 +223,7 @@ def test_trains_on_base_saves_only_prompts_and_evaluates_new_classes(dataset_wri
     assert ckpt_file.stat().st_size < deep_clip_file.stat().st_size / 20  # prompts (+ optimizer state) only
 
     # Evaluating the checkpoint on the new classes encodes the learned prompts once, not once per test batch.
-    calls = []
-    original = DeepPromptTextEncoder.forward
-    monkeypatch.setattr(DeepPromptTextEncoder, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    calls = record_method(monkeypatch, DeepPromptTextEncoder, "forward")
     new_out = tmp_path / "new"
     flags = ["--eval-only", "--model-dir", str(out), "--load-epoch", "3"]
     assert run_train(maple_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new",

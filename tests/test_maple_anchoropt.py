@@ -15,6 +15,7 @@ from anchoropt.method.positions import order_matrix
 from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
 from anchoropt.models.deep_prompts import DeepPromptTextEncoder
 from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP, MaPLeAnchorOPTPromptLearner, carried_anchor_state
+from tests.support.anchoropt_runs import record_method
 from tests.support.data_layouts import dataset_writer  # noqa: F401  (fixture)
 from tests.support.engine_runs import REPO, run_train
 from tests.support.maple_fixtures import block_inputs, deep_clip, deep_clip_file, images, randomize_  # noqa: F401
@@ -220,9 +221,7 @@ def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer,
     assert ckpt_file.stat().st_size < deep_clip_file.stat().st_size / 20
 
     # New classes, anchor from the checkpoint: every class scores with the ensemble; prompts encoded once.
-    calls = []
-    original = DeepPromptTextEncoder.forward
-    monkeypatch.setattr(DeepPromptTextEncoder, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    calls = record_method(monkeypatch, DeepPromptTextEncoder, "forward")
     new_out = tmp_path / "new"
     flags = ["--eval-only", "--model-dir", str(out), "--load-epoch", "3"]
     assert run_train(run_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new",

@@ -79,6 +79,14 @@ def make_tiny_env(root: Path, clip_file: Path, dataset: str = "OxfordPets", n_cl
     return TinyEnv(root=root, dataset=info, clip_file=clip_file, descriptions=descriptions)
 
 
+def make_env_with_anchor(root: Path, clip_file: Path) -> TinyEnv:
+    """A tiny environment whose Stage I (one epoch, no test) has already learned the anchor in ``env.stage1``."""
+    env = make_tiny_env(root, clip_file)
+    env.stage1 = env.root / "stage1"
+    run_train(env.args("AnchorOPT_StageI", env.stage1, "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True"))
+    return env
+
+
 def run_train(args: list[str]) -> int:
     from anchoropt.cli.train import main
 
