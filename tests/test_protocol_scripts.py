@@ -273,7 +273,6 @@ def test_missing_config_lists_the_available_ones(fake_repo):
 
 
 # ---- end to end: tiny CLIP, generated datasets ---------------------------------------------------
-HAVE_ANCHOROPT = (Path(REPO) / "trainers" / "coop_anchoropt.py").is_file()
 FAST = ["INPUT.SIZE", "(32, 32)", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "OPTIM.MAX_EPOCH", "2",
         "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16", "TRAINER.COOP.PREC", "fp32"]
 BASE2NEW_STEPS = (("base2new/train.sh", "oxford_pets", "1"), ("base2new/test.sh", "oxford_pets", "1"))
@@ -296,10 +295,15 @@ def e2e(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
 def chains(e2e) -> dict[str, list[subprocess.CompletedProcess]]:
     """The script chains, run side by side (their output folders are disjoint); each stops at a failure."""
     root, opts, env = e2e
-    todo = {"CoOp": ("CoOp", BASE2NEW_STEPS), "cross": ("CoOp", CROSS_STEPS)}
-    if HAVE_ANCHOROPT:
-        todo["CoOp_AnchorOPT"] = ("CoOp_AnchorOPT", BASE2NEW_STEPS)
+    todo = {"CoOp": ("CoOp", BASE2NEW_STEPS), "cross": ("CoOp", CROSS_STEPS),
+            "CoOp_AnchorOPT": ("CoOp_AnchorOPT", BASE2NEW_STEPS)}
 
+    return run_chains(todo, opts, env)
+
+
+def run_chains(todo: dict[str, tuple[str, tuple]], opts: list[str], env: dict[str, str]
+               ) -> dict[str, list[subprocess.CompletedProcess]]:
+    """Run each ``name: (TRAINER, steps)`` chain of scripts, chains side by side; a chain stops at a failure."""
     def run_chain(trainer, steps):
         done = []
         for step in steps:
@@ -375,7 +379,6 @@ def test_finished_run_is_not_redone(e2e, chains):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
-@pytest.mark.skipif(not HAVE_ANCHOROPT, reason="CoOp_AnchorOPT (trainers/coop_anchoropt.py) is not written yet")
 def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -419,3 +422,45 @@ def test_cross_dataset_end_to_end(e2e, chains, capsys):
     assert by_name["ImageNet"]["mean"] == accuracy(source) and by_name["OxfordPets"]["mean"] == accuracy(target)
     assert by_name["Caltech101"] is None and xd["average"]["complete"] is False
     assert data["domain_generalization"] == []  # no DG evaluation was run: no DG row is made up
+
+
+# The other baselines and their AnchorOPT versions, with their scripts' default configs (scripts/common.sh).
+VARIANT_CFGS = {"CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1", "CoCoOp_AnchorOPT": "vit_b16",
+                "DePT": "vit_b16_ep20_bs4_lr35", "DePT_AnchorOPT": "vit_b16",
+                "MaPLe": "vit_b16_c2_ep5_batch4_2ctx", "MaPLe_AnchorOPT": "vit_b16"}
+
+
+def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_table(e2e, chains, capsys):
+    root, opts, env = e2e
+    succeeded(chains["CoOp_AnchorOPT"])  # its Stage I anchor for oxford_pets, seed 1 is shared by the variants
+    anchor = run_dir(root, "train_base", "AnchorOPT_StageI") / "anchor.pth"
+    anchor_time = anchor.stat().st_mtime_ns
+    # The tiny CLIP has two layers per tower: MaPLe's prompt depth (9 for ViT-B/16) must fit in them.
+    variant_opts = [*opts, "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.COCOOP.PREC", "fp32", "TRAINER.MAPLE.PREC", "fp32"]
+    done = run_chains({t: (t, BASE2NEW_STEPS) for t in VARIANT_CFGS}, variant_opts, env)
+    for trainer, cfg in VARIANT_CFGS.items():
+        train_out, _ = succeeded(done[trainer])
+        assert "base-class accuracy" in train_out, trainer
+        assert "Stage I: learning the anchor" not in train_out, trainer
+        assert ("reusing the anchor" in train_out) == trainer.endswith("_AnchorOPT"), trainer
+        for kind, subsample in (("train_base", "base"), ("test_new", "new")):
+            record = json.loads((run_dir(root, kind, trainer, cfg=cfg) / "results.json").read_text())
+            assert (record["trainer"], record["subsample"], record["num_classes"]) == (trainer, subsample, 3)
+            if trainer.endswith("_AnchorOPT") and kind == "train_base":
+                assert str(anchor.parent) in record["config"]  # Stage II trained from the shared Stage I anchor
+    assert anchor.stat().st_mtime_ns == anchor_time
+
+    data = table_json(root, capsys)
+    listed = [m["trainer"] for m in data["base2new"]]
+    assert set(VARIANT_CFGS) | {"CoOp", "CoOp_AnchorOPT"} <= set(listed)
+    for trainer, cfg in VARIANT_CFGS.items():
+        b = accuracy(run_dir(root, "train_base", trainer, cfg=cfg))
+        n = accuracy(run_dir(root, "test_new", trainer, cfg=cfg))
+        row = pets_row(data, trainer)
+        assert (row["base"]["mean"], row["novel"]["mean"]) == (b, n)
+        assert row["hm"] == pytest.approx(2 * b * n / (b + n))
+    capsys.readouterr()
+    assert results_main([str(root / "output"), "--seeds", "1"]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dataset")][0]
+    for trainer in [*VARIANT_CFGS, "CoOp", "CoOp_AnchorOPT"]:
+        assert trainer in header.split()
