@@ -1,11 +1,12 @@
 """Installable package: the ``anchoropt`` library, the ``trainers`` plugin package and console commands."""
+
 from setuptools import find_packages, setup
 
 setup(
     name="anchoropt",
     version="0.1.0",
     description="AnchorOPT (dynamic anchor-based prompt learning for CLIP) as a Dassl-style plugin, "
-                "with CoOp, CoCoOp, MaPLe and DePT baselines",
+    "with CoOp, CoCoOp, MaPLe and DePT baselines",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
@@ -25,7 +26,7 @@ setup(
         "scipy>=1.8",
         "Pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7.0"]},
+    extras_require={"test": ["pytest>=7.0", "ruff==0.17.6"]},
     entry_points={
         "console_scripts": [
             "anchoropt-train=anchoropt.cli.train:console_main",

@@ -1,4 +1,5 @@
 """CoOp-compatible entry point: ``python train.py --root DATA --trainer CoOp ...`` (see README)."""
+
 from anchoropt.cli.train import console_main
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Each trainer module declares its own config node next to the trainer with
 ``@register_config_node``; ``get_default_config`` applies them all, so a yaml
 file or command-line option for any registered trainer merges.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable

@@ -5,6 +5,7 @@ command line imports them explicitly before it builds the config. Extra
 modules (a user's own trainer or dataset) come from ``--plugin`` or the
 ``ANCHOROPT_PLUGINS`` environment variable (comma-separated module names).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -10,6 +10,7 @@ both branches for every batch and has no setup. The setup and the batch step are
 over repetitions (median), and the pass time is composed from them: running hundreds of
 reference batches on a CPU would take hours, and every batch of a pass does the same work.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ def num_batches(case: dict) -> int:
     return math.ceil(case["num_images"] / case["batch_size"])
 
 
-def prepare(case: dict, path: str, opts: RunOptions) -> tuple[Callable[[], None] | None, Callable[[], torch.Tensor], int]:
+def prepare(
+    case: dict, path: str, opts: RunOptions
+) -> tuple[Callable[[], None] | None, Callable[[], torch.Tensor], int]:
     """(per-evaluation setup or None, one test batch returning its logits, text positions run) for `path`."""
     device = opts.torch_device
     clip_model, precision = load_random_clip(opts.spec, device, opts.precision_name, opts.seed)
@@ -65,11 +68,21 @@ def measure(case: dict, path: str, opts: RunOptions) -> dict:
     batches = num_batches(case)
     pass_s = setup_timing.median + batches * batch_timing.median
     pass_cpu_s = setup_timing.cpu_median + batches * batch_timing.cpu_median
-    return {"case": case, "path": path, "median_s": pass_s, "cpu_median_s": pass_cpu_s,
-            "setup": setup_timing.record(), "batch": batch_timing.record(), "num_batches": batches,
-            "reps": min(len(batch_timing.wall), len(setup_timing.wall)), "text_positions": text_positions,
-            "peak_memory_bytes": memory.read(), "baseline_memory_bytes": memory.baseline,
-            "memory_kind": memory.kind, "images_per_s": case["num_images"] / pass_s}
+    return {
+        "case": case,
+        "path": path,
+        "median_s": pass_s,
+        "cpu_median_s": pass_cpu_s,
+        "setup": setup_timing.record(),
+        "batch": batch_timing.record(),
+        "num_batches": batches,
+        "reps": min(len(batch_timing.wall), len(setup_timing.wall)),
+        "text_positions": text_positions,
+        "peak_memory_bytes": memory.read(),
+        "baseline_memory_bytes": memory.baseline,
+        "memory_kind": memory.kind,
+        "images_per_s": case["num_images"] / pass_s,
+    }
 
 
 if __name__ == "__main__":

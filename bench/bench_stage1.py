@@ -11,13 +11,23 @@ graph that cannot be rebuilt without doubling memory); steps are timed over repe
 The reference's memory grows with C x K (about 40 MB of graph per sentence for ViT-B/16 in
 fp32), which is why the default K is small on a CPU machine.
 """
+
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
 
-from bench.common import (PeakMemory, RunOptions, Timing, case_main, random_images, synthetic_classnames,
-                          synthetic_descriptions, synchronize, time_repeated)
+from bench.common import (
+    PeakMemory,
+    RunOptions,
+    Timing,
+    case_main,
+    random_images,
+    synchronize,
+    synthetic_classnames,
+    synthetic_descriptions,
+    time_repeated,
+)
 from bench.ours_paths import StageIHarness
 from bench.reference_paths import ReferenceStageI
 from bench.setups import build_stage1, load_random_clip
@@ -32,8 +42,10 @@ def cases(quick: bool = False, sentences_per_class: int = 2) -> list[dict[str, A
 
 
 def case_label(case: dict) -> str:
-    return (f"Stage I epoch, {case['num_classes']} classes x {case['sentences_per_class']} descriptions "
-            f"({steps_per_epoch(case)} steps of batch {case['batch_size']})")
+    return (
+        f"Stage I epoch, {case['num_classes']} classes x {case['sentences_per_class']} descriptions "
+        f"({steps_per_epoch(case)} steps of batch {case['batch_size']})"
+    )
 
 
 def steps_per_epoch(case: dict) -> int:
@@ -41,7 +53,7 @@ def steps_per_epoch(case: dict) -> int:
 
 
 def prepare(case: dict, path: str, opts: RunOptions) -> tuple[Any, Callable[[], dict], list[list[str]], int]:
-    """(runner with ``encode(descriptions)``, one training step returning the loss, the descriptions, text positions)."""
+    """(runner with ``encode(descriptions)``, one training step returning the loss, descriptions, text positions)."""
     clip_model, precision = load_random_clip(opts.spec, opts.torch_device, opts.precision_name, opts.seed)
     classnames = synthetic_classnames(case["num_classes"], opts.seed)
     descriptions = synthetic_descriptions(classnames, case["sentences_per_class"])
@@ -67,12 +79,22 @@ def measure(case: dict, path: str, opts: RunOptions) -> dict:
     step_timing = time_repeated(step, device, opts)
     steps = steps_per_epoch(case)
     epoch_s = setup_timing.median + steps * step_timing.median
-    return {"case": case, "path": path, "median_s": epoch_s,
-            "cpu_median_s": setup_timing.cpu_median + steps * step_timing.cpu_median,
-            "setup": setup_timing.record(), "step": step_timing.record(), "steps_per_epoch": steps,
-            "reps": len(step_timing.wall), "text_positions": text_positions,
-            "peak_memory_bytes": memory.read(), "baseline_memory_bytes": memory.baseline, "memory_kind": memory.kind,
-            "images_per_s": steps * case["batch_size"] / epoch_s}
+    return {
+        "case": case,
+        "path": path,
+        "median_s": epoch_s,
+        "cpu_median_s": setup_timing.cpu_median + steps * step_timing.cpu_median,
+        "setup": setup_timing.record(),
+        "step": step_timing.record(),
+        "steps_per_epoch": steps,
+        "reps": len(step_timing.wall),
+        "text_positions": text_positions,
+        "peak_memory_bytes": memory.read(),
+        "baseline_memory_bytes": memory.baseline,
+        "memory_kind": memory.kind,
+        "images_per_s": steps * case["batch_size"] / epoch_s,
+    }
+
 
 if __name__ == "__main__":
     case_main(measure)

@@ -6,15 +6,21 @@ text encoding); the reference step is `ReferenceStageII.train_step` (77-position
 branch re-encoded every step). The batch is a fixed random one, moved to the device each step
 as a loader's batch would be; data loading itself is not timed.
 """
+
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
 
-import torch
-
-from bench.common import (PeakMemory, RunOptions, case_main, random_images, random_labels, synthetic_classnames,
-                          time_repeated)
+from bench.common import (
+    PeakMemory,
+    RunOptions,
+    case_main,
+    random_images,
+    random_labels,
+    synthetic_classnames,
+    time_repeated,
+)
 from bench.ours_paths import StageIIHarness
 from bench.reference_paths import ReferenceStageII
 from bench.setups import Stage2Setup, build_stage2, load_random_clip
@@ -25,10 +31,15 @@ MODULE = "bench.bench_stage2_step"
 def cases(quick: bool = False) -> list[dict[str, Any]]:
     """The paper's batch sizes (CoOp 32, MaPLe 4) at 50 and 500 classes; a smaller set for ``--quick``."""
     if quick:
-        return [{"method": "coop", "num_classes": 20, "batch_size": 4},
-                {"method": "maple", "num_classes": 20, "batch_size": 2}]
-    return [{"method": method, "num_classes": classes, "batch_size": batch}
-            for method, batch in (("coop", 32), ("maple", 4)) for classes in (50, 500)]
+        return [
+            {"method": "coop", "num_classes": 20, "batch_size": 4},
+            {"method": "maple", "num_classes": 20, "batch_size": 2},
+        ]
+    return [
+        {"method": method, "num_classes": classes, "batch_size": batch}
+        for method, batch in (("coop", 32), ("maple", 4))
+        for classes in (50, 500)
+    ]
 
 
 def case_label(case: dict) -> str:
@@ -67,9 +78,16 @@ def measure(case: dict, path: str, opts: RunOptions) -> dict:
     memory = PeakMemory(device)
     memory.reset()
     timing = time_repeated(step, device, opts)
-    return {"case": case, "path": path, **timing.record(), **info, "peak_memory_bytes": memory.read(),
-            "baseline_memory_bytes": memory.baseline, "memory_kind": memory.kind,
-            "images_per_s": case["batch_size"] / timing.median}
+    return {
+        "case": case,
+        "path": path,
+        **timing.record(),
+        **info,
+        "peak_memory_bytes": memory.read(),
+        "baseline_memory_bytes": memory.baseline,
+        "memory_kind": memory.kind,
+        "images_per_s": case["batch_size"] / timing.median,
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ one case and one path (``"ours"`` or ``"reference"``) and ends with ``case_main(
 `run_all` starts it once per (case, path) in a fresh interpreter, so each path's peak memory
 is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,32 @@ WORDS = (
     "pizza burger sushi ramen taco waffle pancake omelette risotto lasagna tiramisu cheesecake macaron dumplings "
     "juggling skiing surfing rowing fencing archery knitting typing drumming swimming"
 ).split()
-SYLLABLES = ("ka", "mor", "vel", "tri", "zan", "bo", "quil", "sen", "dra", "pho", "lux", "ter", "gan", "rix",
-             "mel", "dun", "wa", "ish", "ost", "yr")
+SYLLABLES = (
+    "ka",
+    "mor",
+    "vel",
+    "tri",
+    "zan",
+    "bo",
+    "quil",
+    "sen",
+    "dra",
+    "pho",
+    "lux",
+    "ter",
+    "gan",
+    "rix",
+    "mel",
+    "dun",
+    "wa",
+    "ish",
+    "ost",
+    "yr",
+)
 
 
 # ---- device and precision ------------------------------------------------------------------
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: the first CUDA device when there is one, else the CPU."""
@@ -65,6 +87,7 @@ def synchronize(device: torch.device) -> None:
 
 
 # ---- synthetic inputs ------------------------------------------------------------------------
+
 
 def synthetic_classnames(count: int, seed: int = 0) -> list[str]:
     """`count` distinct class names of one to three words; about one word in five is made up (several BPE tokens)."""
@@ -92,8 +115,13 @@ def synthetic_descriptions(classnames: list[str], per_class: int) -> list[list[s
     out = []
     for c, name in enumerate(classnames):
         name = name.replace("_", " ")
-        out.append([f"A photo of a {name}, which is usually {shapes[(c + k) % len(shapes)]} and often seen "
-                    f"{places[(c * 3 + k) % len(places)]}, with distinctive feature number {k}." for k in range(per_class)])
+        out.append(
+            [
+                f"A photo of a {name}, which is usually {shapes[(c + k) % len(shapes)]} and often seen "
+                f"{places[(c * 3 + k) % len(places)]}, with distinctive feature number {k}."
+                for k in range(per_class)
+            ]
+        )
     return out
 
 
@@ -109,6 +137,7 @@ def random_labels(count: int, num_classes: int, seed: int = 0, device: torch.dev
 
 
 # ---- peak memory -------------------------------------------------------------------------
+
 
 def _proc_status_kib(field_name: str) -> int | None:
     try:
@@ -157,6 +186,7 @@ class PeakMemory:
 
 # ---- timing ------------------------------------------------------------------------------
 
+
 @dataclass
 class RunOptions:
     """How one path is measured (shared by every benchmark)."""
@@ -196,8 +226,14 @@ class Timing:
         return statistics.median(self.cpu)
 
     def record(self) -> dict[str, Any]:
-        return {"median_s": self.median, "cpu_median_s": self.cpu_median, "times_s": self.wall, "cpu_s": self.cpu,
-                "reps": len(self.wall), "warmup": self.warmup}
+        return {
+            "median_s": self.median,
+            "cpu_median_s": self.cpu_median,
+            "times_s": self.wall,
+            "cpu_s": self.cpu,
+            "reps": len(self.wall),
+            "warmup": self.warmup,
+        }
 
 
 def time_repeated(fn: Callable[[], Any], device: torch.device, opts: RunOptions) -> Timing:
@@ -227,6 +263,7 @@ def time_repeated(fn: Callable[[], Any], device: torch.device, opts: RunOptions)
 
 # ---- one case in its own process ------------------------------------------------------------
 
+
 def case_main(measure: Callable[[dict, str, RunOptions], dict]) -> None:
     """Command line of a benchmark module: ``--case JSON --path ours|reference --out FILE`` plus `RunOptions`."""
     parser = argparse.ArgumentParser(description="Measure one benchmark case for one path (used by bench/run_all.py)")
@@ -243,11 +280,24 @@ def case_main(measure: Callable[[dict, str, RunOptions], dict]) -> None:
         json.dump(result, handle)
 
 
-def run_case_in_subprocess(module: str, case: dict, path: str, opts: RunOptions, timeout_s: float | None = None) -> dict:
+def run_case_in_subprocess(
+    module: str, case: dict, path: str, opts: RunOptions, timeout_s: float | None = None
+) -> dict:
     """Run ``python -m <module>`` for one (case, path); its result dict, or ``{"error": ...}`` when it failed."""
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench_{os.getpid()}_{time.time_ns()}.json")
-    cmd = [sys.executable, "-m", module, "--case", json.dumps(case), "--path", path, "--out", out,
-           "--options", json.dumps(asdict(opts))]
+    cmd = [
+        sys.executable,
+        "-m",
+        module,
+        "--case",
+        json.dumps(case),
+        "--path",
+        path,
+        "--out",
+        out,
+        "--options",
+        json.dumps(asdict(opts)),
+    ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -281,12 +331,16 @@ def cpu_utilisation(result: dict) -> float | None:
     if not threads:
         return None
     phases = [result] + [result[key] for key in ("setup", "batch", "step") if isinstance(result.get(key), dict)]
-    values = [statistics.median(c / w for c, w in zip(phase["cpu_s"], phase["times_s"]) if w > 0)
-              for phase in phases if phase.get("times_s") and any(w > 0 for w in phase["times_s"])]
+    values = [
+        statistics.median(c / w for c, w in zip(phase["cpu_s"], phase["times_s"]) if w > 0)
+        for phase in phases
+        if phase.get("times_s") and any(w > 0 for w in phase["times_s"])
+    ]
     return min(values) / threads if values else None
 
 
 # ---- records and tables ---------------------------------------------------------------------
+
 
 def machine_description(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
@@ -301,9 +355,16 @@ def machine_description(device: torch.device) -> dict[str, Any]:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         pass
-    info = {"device": str(device), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_bytes": memory, "python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform()}
+    info = {
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": memory,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:

@@ -6,6 +6,7 @@ training step, ``before_evaluation`` / ``model_inference`` the evaluation. `Stag
 `AnchorOPT_StageI` built without a data manager: ``forward_backward(None)`` is its image-free step.
 Whatever the trainers change in these methods, the benchmark measures.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,10 +14,10 @@ from typing import Sequence
 import torch
 
 from anchoropt.backbone import Precision
-from anchoropt.models.anchor_stage1 import encode_descriptions
+from anchoropt.method.descriptions import encode_descriptions
 from bench.setups import Stage1Setup, Stage2Setup
-from trainers.anchoropt_common import AnchorOPTStageII
 from trainers.anchoropt_stage1 import AnchorOPT_StageI
+from trainers.anchoropt_stage2 import AnchorOPTStageII
 
 
 class _TrainerServices:
@@ -47,11 +48,13 @@ class _TrainerServices:
 class StageIIHarness(_TrainerServices, AnchorOPTStageII):
     """The Stage II trainer logic around a built model (see the module docstring)."""
 
-    def __init__(self, setup: Stage2Setup, precision: Precision, trained_classnames: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, setup: Stage2Setup, precision: Precision, trained_classnames: Sequence[str] | None = None
+    ) -> None:
         self.model = setup.model
         self.optim = setup.optimizer
         self.precision = precision
-        self.anchoropt = setup.settings  # overrides the cached property read from a config
+        self.stage2 = setup.settings  # overrides the cached property read from a config
         self._anchor_origin = "benchmark stand-in anchor"
         self.trained_classnames = list(self.model.classnames if trained_classnames is None else trained_classnames)
 
@@ -76,7 +79,9 @@ class StageIIHarness(_TrainerServices, AnchorOPTStageII):
 class StageIHarness(_TrainerServices, AnchorOPT_StageI):
     """`AnchorOPT_StageI` without a data manager: descriptions given as sentences, no images."""
 
-    def __init__(self, setup: Stage1Setup, precision: Precision) -> None:  # the trainer's __init__ is skipped on purpose
+    def __init__(
+        self, setup: Stage1Setup, precision: Precision
+    ) -> None:  # the trainer's __init__ is skipped on purpose
         self.model = setup.model
         self.optim = setup.optimizer
         self.precision = precision

@@ -17,6 +17,7 @@ avoid (DESIGN.md §3 and §6 items 7, 9):
 Losses, position sampling and optimisers are the same objects as our path's, so with equal
 seeds both paths compute the same numbers (tests/test_bench_smoke.py checks it).
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,9 @@ class FullLengthTextEncoder(TextEncoder):
 class FullLengthDeepTextEncoder(DeepPromptTextEncoder):
     """The deep-prompted text encoder over all 77 positions (MaPLe's official text encoder does not truncate)."""
 
-    def forward(self, embeds: torch.Tensor, eot_index: torch.Tensor, length: int | None = None,
-                deep: DeepSlots | None = None) -> torch.Tensor:
+    def forward(
+        self, embeds: torch.Tensor, eot_index: torch.Tensor, length: int | None = None, deep: DeepSlots | None = None
+    ) -> torch.Tensor:
         full = pad_to_context(embeds, self.token_embedding, self.context_length)
         return super().forward(full, eot_index, self.context_length, deep)
 
@@ -101,8 +103,10 @@ class ReferenceStageII:
         plain_image = normalize(self.visual(image.to(self.visual.conv1.weight.dtype)))
         if normal_image is None:
             normal_image = plain_image
-        return (scaled_logits(normal_image, normal_text, self.logit_scale),
-                scaled_logits(plain_image, anchor_text, self.logit_scale))
+        return (
+            scaled_logits(normal_image, normal_text, self.logit_scale),
+            scaled_logits(plain_image, anchor_text, self.logit_scale),
+        )
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         image, label = images.to(self.device), labels.to(self.device)
@@ -138,7 +142,7 @@ class ReferenceStageI:
         return self.precision.device
 
     def encode(self, descriptions: Sequence[Sequence[str]]) -> None:
-        """Per class, ``encode_text`` of its (77-token) sentences on a second CLIP that requires grad; no ``no_grad``."""
+        """Per class, ``encode_text`` of its (77-token) sentences on a second CLIP requiring grad, no ``no_grad``."""
         self.second_clip = copy.deepcopy(self.clip_model).requires_grad_(True)
         features = []
         with self.precision.autocast():

@@ -6,6 +6,7 @@
 Each (case, path) runs in its own Python process, so each path's peak memory is its own. See
 bench/README.md for what is measured and how to read the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,16 @@ from typing import Any
 from tabulate import tabulate
 
 from bench import bench_eval, bench_stage1, bench_stage2_step
-from bench.common import (RunOptions, cpu_utilisation, format_bytes, format_seconds, machine_description, pick_device,
-                          ratio, run_case_in_subprocess)
+from bench.common import (
+    RunOptions,
+    cpu_utilisation,
+    format_bytes,
+    format_seconds,
+    machine_description,
+    pick_device,
+    ratio,
+    run_case_in_subprocess,
+)
 
 BENCHES = {"stage2": bench_stage2_step, "eval": bench_eval, "stage1": bench_stage1}
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -74,17 +83,42 @@ def table(records: list[dict]) -> str:
             targets.append(f">={r['speed_target']:g}x {'met' if r['speed_target_met'] else 'MISSED'}")
         if "memory_target_met" in r:
             targets.append(f"mem {'met' if r['memory_target_met'] else 'MISSED'}")
-        rows.append([r["label"], format_seconds(ours["median_s"]) + mark["ours"],
-                     format_seconds(ref["median_s"]) + mark["reference"], f"{r['ratio']:.2f}x",
-                     f"{r['cpu_ratio']:.2f}x", format_bytes(ours["peak_memory_bytes"]), format_bytes(ref["peak_memory_bytes"]),
-                     f"{ours['images_per_s']:.2f}", f"{ref['images_per_s']:.2f}", ", ".join(targets) or "-"])
-    headers = ["case", "ours s", "reference s", "speed-up", "speed-up (CPU time)", "ours peak mem", "ref peak mem", "ours img/s",
-               "ref img/s", "target"]
-    notes = [f"{r['label']}: per-batch speed-up {r['batch_ratio']:.2f}x (the pass speed-up's limit as N grows)"
-             for r in records if r.get("batch_ratio")]
+        rows.append(
+            [
+                r["label"],
+                format_seconds(ours["median_s"]) + mark["ours"],
+                format_seconds(ref["median_s"]) + mark["reference"],
+                f"{r['ratio']:.2f}x",
+                f"{r['cpu_ratio']:.2f}x",
+                format_bytes(ours["peak_memory_bytes"]),
+                format_bytes(ref["peak_memory_bytes"]),
+                f"{ours['images_per_s']:.2f}",
+                f"{ref['images_per_s']:.2f}",
+                ", ".join(targets) or "-",
+            ]
+        )
+    headers = [
+        "case",
+        "ours s",
+        "reference s",
+        "speed-up",
+        "speed-up (CPU time)",
+        "ours peak mem",
+        "ref peak mem",
+        "ours img/s",
+        "ref img/s",
+        "target",
+    ]
+    notes = [
+        f"{r['label']}: per-batch speed-up {r['batch_ratio']:.2f}x (the pass speed-up's limit as N grows)"
+        for r in records
+        if r.get("batch_ratio")
+    ]
     if any(r[path].get("disturbed") for r in records for path in ("ours", "reference")):
-        notes.append("* low CPU utilisation in both attempts (another process took CPU time, or ops too small to keep "
-                     "all threads busy): prefer the CPU-time speed-up")
+        notes.append(
+            "* low CPU utilisation in both attempts (another process took CPU time, or ops too small to keep "
+            "all threads busy): prefer the CPU-time speed-up"
+        )
     return "\n".join([tabulate(rows, headers=headers, tablefmt="github"), *notes])
 
 
@@ -112,13 +146,16 @@ def show(path: str, result: dict) -> None:
         return
     utilisation = cpu_utilisation(result)
     busy = f", CPU utilisation {utilisation:.2f}" if utilisation is not None else ""
-    print(f"    {path:9s} {result['median_s']:.3f} s, peak {format_bytes(result['peak_memory_bytes'])}{busy}", flush=True)
+    print(
+        f"    {path:9s} {result['median_s']:.3f} s, peak {format_bytes(result['peak_memory_bytes'])}{busy}", flush=True
+    )
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=os.path.dirname(RESULTS_DIR))
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=os.path.dirname(RESULTS_DIR)
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -133,10 +170,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--spec", default="ViT-B/16", help="CLIP architecture (random weights)")
     parser.add_argument("--warmup", type=int, help="warm-up iterations per measurement (default 1; quick 0)")
     parser.add_argument("--reps", type=int, help="repetitions per measurement, median reported (default 3; quick 1)")
-    parser.add_argument("--budget", type=float, help="stop repeating once this many measured seconds are spent "
-                                                     "(default 150)")
-    parser.add_argument("--stage1-sentences", type=int, default=2,
-                        help="descriptions per class in the Stage I case (the reference's memory grows with it)")
+    parser.add_argument(
+        "--budget", type=float, help="stop repeating once this many measured seconds are spent (default 150)"
+    )
+    parser.add_argument(
+        "--stage1-sentences",
+        type=int,
+        default=2,
+        help="descriptions per class in the Stage I case (the reference's memory grows with it)",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a measurement process is stopped")
     parser.add_argument("--output", help="JSON file (default bench/results/<quick|full>-<device>-<time>.json)")
     return parser.parse_args(argv)
@@ -158,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
     opts = RunOptions(
-        device=args.device, prec=args.prec, spec=args.spec,
+        device=args.device,
+        prec=args.prec,
+        spec=args.spec,
         warmup=args.warmup if args.warmup is not None else (0 if args.quick else 1),
         reps=args.reps if args.reps is not None else (1 if args.quick else 3),
         budget_s=args.budget if args.budget is not None else 150.0,
@@ -168,9 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     report: dict[str, Any] = {
         "command": "python -m bench.run_all" + (" " + " ".join(argv) if argv else ""),
-        "started": datetime.datetime.now().isoformat(timespec="seconds"), "git_commit": git_commit(),
-        "machine": machine_description(device), "options": asdict(opts), "precision": opts.precision_name,
-        "quick": args.quick, "records": [],
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": machine_description(device),
+        "options": asdict(opts),
+        "precision": opts.precision_name,
+        "quick": args.quick,
+        "records": [],
     }
     start = time.perf_counter()
     cases = all_cases(args)
@@ -187,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(report["records"]))
     machine = report["machine"]
-    print(f"\n{machine['device']} ({machine.get('gpu') or machine['cpu']}, {machine['cpu_count']} cores, "
-          f"torch {machine['torch']}, {opts.precision_name}); {report['duration_s'] / 60:.1f} min; results: {output}")
+    print(
+        f"\n{machine['device']} ({machine.get('gpu') or machine['cpu']}, {machine['cpu_count']} cores, "
+        f"torch {machine['torch']}, {opts.precision_name}); {report['duration_s'] / 60:.1f} min; results: {output}"
+    )
     return 0 if all("ratio" in r for r in report["records"]) else 1
 
 

@@ -3,6 +3,7 @@
 Both paths of a case are built by the same function with the same seed, so they start from the
 same weights, the same learned tensors and the same anchor; only what they compute differs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ from torch import nn
 
 from anchoropt.backbone import Precision, model_dims
 from anchoropt.backbone.random_clip import build_random_clip
-from anchoropt.models.anchor_stage1 import AnchorPromptLearner
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
+from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.coop import PromptedCLIP
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
 from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP, MaPLeAnchorOPTPromptLearner
-from trainers.anchoropt_common import StageIISettings
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
 from trainers.anchoropt_stage1 import StageISettings
+from trainers.anchoropt_stage2 import StageIISettings
 
 METHODS = ("coop", "maple")
 
@@ -42,14 +44,26 @@ def sgd(module: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def stage2_settings(n_ctx: int = 4, anchor_len: int = 1) -> StageIISettings:
     """The published CoOp + AnchorOPT defaults (learned positions, CE and KD weights 1, T = 1)."""
-    return StageIISettings(n_ctx=n_ctx, anchor_len=anchor_len, ctx_init="", position_mode="learned", gumbel_temp=1.0,
-                           sinkhorn_iters=20, ce_weight=1.0, kd_weight=1.0, kd_temperature=1.0, scoring_mode="auto",
-                           anchor_path="", legacy=False)
+    return StageIISettings(
+        n_ctx=n_ctx,
+        anchor_len=anchor_len,
+        ctx_init="",
+        position_mode="learned",
+        gumbel_temp=1.0,
+        sinkhorn_iters=20,
+        ce_weight=1.0,
+        kd_weight=1.0,
+        kd_temperature=1.0,
+        scoring_mode="auto",
+        anchor_path="",
+        legacy=False,
+    )
 
 
 def stage1_settings(sentences_per_class: int, anchor_len: int = 1) -> StageISettings:
-    return StageISettings(anchor_len=anchor_len, mse_weight=1000.0, ce_weight=0.0, max_per_class=sentences_per_class,
-                          descriptions="")
+    return StageISettings(
+        anchor_len=anchor_len, mse_weight=1000.0, ce_weight=0.0, max_per_class=sentences_per_class, descriptions=""
+    )
 
 
 def stand_in_anchor(clip_model: CLIP, anchor_len: int, seed: int) -> torch.Tensor:
@@ -60,7 +74,7 @@ def stand_in_anchor(clip_model: CLIP, anchor_len: int, seed: int) -> torch.Tenso
 
 @dataclass
 class Stage2Setup:
-    model: nn.Module  # AnchorOPTCLIP or MaPLeAnchorOPTCLIP
+    model: nn.Module  # CoOpAnchorOPTCLIP or MaPLeAnchorOPTCLIP
     optimizer: torch.optim.Optimizer
     settings: StageIISettings
 
@@ -69,8 +83,9 @@ class Stage2Setup:
         return self.model.prompt_learner
 
 
-def build_stage2(clip_model: CLIP, method: str, classnames: Sequence[str], seed: int = 0,
-                 n_ctx: int = 4, anchor_len: int = 1) -> Stage2Setup:
+def build_stage2(
+    clip_model: CLIP, method: str, classnames: Sequence[str], seed: int = 0, n_ctx: int = 4, anchor_len: int = 1
+) -> Stage2Setup:
     """The Stage II model of `method` ("coop" or "maple") with its learner in training mode and an SGD optimiser."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -80,7 +95,7 @@ def build_stage2(clip_model: CLIP, method: str, classnames: Sequence[str], seed:
     options = dict(n_ctx=n_ctx, anchor_len=anchor_len, anchor=anchor)
     if method == "coop":
         learner = AnchorOPTPromptLearner(clip_model, classnames, **options)
-        model = AnchorOPTCLIP(clip_model, learner)
+        model = CoOpAnchorOPTCLIP(clip_model, learner)
     else:
         dims = model_dims(clip_model)
         depth = min(MAPLE_DEPTH, dims.text_layers, dims.vision_layers)
@@ -102,8 +117,9 @@ class Stage1Setup:
         return self.model.prompt_learner
 
 
-def build_stage1(clip_model: CLIP, classnames: Sequence[str], sentences_per_class: int, seed: int = 0,
-                 anchor_len: int = 1) -> Stage1Setup:
+def build_stage1(
+    clip_model: CLIP, classnames: Sequence[str], sentences_per_class: int, seed: int = 0, anchor_len: int = 1
+) -> Stage1Setup:
     """Stage I's model (`PromptedCLIP` around `AnchorPromptLearner`, as `AnchorOPT_StageI` builds it)."""
     device = clip_model.positional_embedding.device
     torch.manual_seed(seed)

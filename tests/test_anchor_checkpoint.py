@@ -7,7 +7,7 @@ import torch
 import anchoropt.method.anchor_checkpoint as anchor_checkpoint
 from anchoropt.errors import CheckpointError
 from anchoropt.method.anchor_checkpoint import ANCHOR_FILE_NAME, load_anchor, save_anchor
-from anchoropt.method.legacy_checkpoint import is_inert, load_legacy_checkpoint
+from anchoropt.method.official_checkpoint import is_inert, load_official_checkpoint
 from tests.support.method_fixtures import (
     EvalPayload,
     ShellPayload,
@@ -30,7 +30,12 @@ def test_round_trip_keeps_tensor_names_and_plain_settings(tmp_path):
     assert record.anchor.dtype == torch.float32
     assert torch.equal(record.anchor, anchor.float())
     assert record.classnames == CLASSNAMES
-    assert record.settings == {"ANCHOR_MSE_WEIGHT": 1000.0, "INPUT": {"SIZE": [224, 224]}, "NAME": "OxfordPets", "SEED": 1}
+    assert record.settings == {
+        "ANCHOR_MSE_WEIGHT": 1000.0,
+        "INPUT": {"SIZE": [224, 224]},
+        "NAME": "OxfordPets",
+        "SEED": 1,
+    }
     assert record.source_format == "anchoropt"
     torch.load(path, weights_only=True)  # plain tensors and Python values only
 
@@ -107,7 +112,7 @@ def test_official_format_fixture_is_refused_by_weights_only(tmp_path):
 def test_official_checkpoint_loads_safely_with_inert_scheduler(tmp_path):
     anchor = torch.randn(1, 16)
     path = write_official_checkpoint(tmp_path / "model.pth.tar", anchor)
-    checkpoint = load_legacy_checkpoint(path)
+    checkpoint = load_official_checkpoint(path)
     assert torch.equal(checkpoint["state_dict"]["anchor_ctx_1"], anchor.half())
     successor = checkpoint["scheduler"]["successor"]
     assert is_inert(successor)
@@ -121,7 +126,7 @@ def test_pickled_dassl_scheduler_object_becomes_inert(tmp_path):
     real_module = sys.modules.get("dassl.optim.lr_scheduler")  # set only where the real Dassl is imported
     path = write_official_checkpoint(tmp_path / "model.pth.tar", torch.randn(1, 16), pickle_scheduler_object=True)
     assert sys.modules.get("dassl.optim.lr_scheduler") is real_module
-    scheduler = load_legacy_checkpoint(path)["scheduler"]
+    scheduler = load_official_checkpoint(path)["scheduler"]
     assert is_inert(scheduler)
     assert "dassl.optim.lr_scheduler.ConstantWarmupScheduler" in repr(scheduler)
 

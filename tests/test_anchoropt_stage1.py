@@ -1,4 +1,5 @@
 """AnchorOPT Stage I: the anchor learned from class descriptions, through train.py with the tiny CLIP."""
+
 import copy
 import math
 import warnings
@@ -14,13 +15,18 @@ from anchoropt.engine.builtin.data.manager import DatasetWrapper
 from anchoropt.errors import CheckpointError, ConfigError, DataError
 from anchoropt.method.anchor_checkpoint import load_anchor, save_anchor
 from anchoropt.method.anchor_tokens import nearest_vocabulary_tokens, token_text
-from anchoropt.method.descriptions import load_descriptions
-from anchoropt.models.anchor_stage1 import AnchorPromptLearner, description_mse, encode_descriptions
+from anchoropt.method.descriptions import encode_descriptions, load_descriptions
+from anchoropt.method.losses import description_mse
+from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.clip_parts import ImageEncoder
 from anchoropt.models.coop import PromptedCLIP
 from anchoropt.prompts.layout import clip_tokenizer, encode_words
 from tests.support.anchoropt_runs import (
-    build_trainer_from_args, make_tiny_env, read_results, record_method, run_train,
+    build_trainer_from_args,
+    make_tiny_env,
+    read_results,
+    record_method,
+    run_train,
     write_descriptions,
 )
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
@@ -31,8 +37,18 @@ from trainers.anchoropt_stage1 import AnchorOPT_StageI
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
 
 EPOCHS = 3
-SCHEDULE = ("OPTIM.MAX_EPOCH", str(EPOCHS), "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "constant",
-            "OPTIM.WARMUP_CONS_LR", "0.0001", "OPTIM.LR_SCHEDULER", "cosine")
+SCHEDULE = (
+    "OPTIM.MAX_EPOCH",
+    str(EPOCHS),
+    "OPTIM.WARMUP_EPOCH",
+    "1",
+    "OPTIM.WARMUP_TYPE",
+    "constant",
+    "OPTIM.WARMUP_CONS_LR",
+    "0.0001",
+    "OPTIM.LR_SCHEDULER",
+    "cosine",
+)
 
 
 def _step_record(trainer, result, loss):
@@ -60,8 +76,15 @@ def stage1(env):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             run_train(env.args("AnchorOPT_StageI", out, *SCHEDULE, "TEST.NO_TEST", "True"))
-    return {"out": out, "steps": steps, "images": len(images), "items": len(items), "encodings": encodings,
-            "initial_anchor": initial[0], "warnings": [str(w.message) for w in caught]}
+    return {
+        "out": out,
+        "steps": steps,
+        "images": len(images),
+        "items": len(items),
+        "encodings": encodings,
+        "initial_anchor": initial[0],
+        "warnings": [str(w.message) for w in caught],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +94,11 @@ def stage1_with_images(env):
     with pytest.MonkeyPatch.context() as mp:
         steps = record_method(mp, AnchorOPT_StageI, "optimize", _step_record)
         images = record_method(mp, ImageEncoder, "forward", lambda *a: 1)
-        run_train(env.args("AnchorOPT_StageI", out, *SCHEDULE, "TEST.NO_TEST", "True",
-                           "TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT", "1.0"))
+        run_train(
+            env.args(
+                "AnchorOPT_StageI", out, *SCHEDULE, "TEST.NO_TEST", "True", "TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT", "1.0"
+            )
+        )
     return {"out": out, "steps": steps, "images": len(images)}
 
 
@@ -140,12 +166,22 @@ def test_anchor_file_round_trips_with_classes_and_settings(env, stage1):
 
 def test_eval_only_is_anchor_zero_shot_and_deterministic(env, stage1):
     outputs = []
-    for trainer, out in (("AnchorOPT_StageI", "eval_a"), ("AnchorOPT_StageI", "eval_b"), ("CoOp_Pretrain_Anchor", "eval_c")):
-        run_train(env.args(trainer, env.root / out, subsample="new", flags=("--eval-only", "--model-dir", str(stage1["out"]))))
+    for trainer, out in (
+        ("AnchorOPT_StageI", "eval_a"),
+        ("AnchorOPT_StageI", "eval_b"),
+        ("CoOp_Pretrain_Anchor", "eval_c"),
+    ):
+        run_train(
+            env.args(trainer, env.root / out, subsample="new", flags=("--eval-only", "--model-dir", str(stage1["out"])))
+        )
         outputs.append(read_results(env.root / out))
     first = outputs[0]
     assert first["num_classes"] == len(env.new_classes)
-    assert first["scoring"] == {"mode": "anchor", "num_classes": len(env.new_classes), "anchor_classes": len(env.new_classes)}
+    assert first["scoring"] == {
+        "mode": "anchor",
+        "num_classes": len(env.new_classes),
+        "anchor_classes": len(env.new_classes),
+    }
     assert first["anchor"]["source"] == str(stage1["out"] / "anchor.pth")
     assert first["anchor"]["trained_classes"] == len(env.base_classes)
     assert [o["metrics"] for o in outputs[1:]] == [first["metrics"]] * 2
@@ -154,7 +190,13 @@ def test_eval_only_is_anchor_zero_shot_and_deterministic(env, stage1):
 
 def test_eval_of_an_epoch_checkpoint_restores_trained_classes(env, stage1):
     out = env.root / "eval_epoch"
-    run_train(env.args("AnchorOPT_StageI", out, flags=("--eval-only", "--model-dir", str(stage1["out"]), "--load-epoch", str(EPOCHS))))
+    run_train(
+        env.args(
+            "AnchorOPT_StageI",
+            out,
+            flags=("--eval-only", "--model-dir", str(stage1["out"]), "--load-epoch", str(EPOCHS)),
+        )
+    )
     assert read_results(out)["anchor"]["trained_classes"] == len(env.base_classes)
     assert read_results(out)["anchor"]["source"] == "checkpoint"
 
@@ -162,7 +204,9 @@ def test_eval_of_an_epoch_checkpoint_restores_trained_classes(env, stage1):
 def test_released_anchor_format_evaluates_like_the_same_anchor_in_our_format(env, stage1):
     anchor = load_anchor(stage1["out"]).anchor.half().float()  # released files hold fp16 values
     released = env.root / "released" / "OxfordPets"
-    write_official_checkpoint(released / "anchor_prompt_learner" / "model.pth.tar", anchor, pickle_scheduler_object=True)
+    write_official_checkpoint(
+        released / "anchor_prompt_learner" / "model.pth.tar", anchor, pickle_scheduler_object=True
+    )
     ours = save_anchor(env.root / "ours" / "anchor.pth", anchor, env.base_classes, {})
     results = []
     for name, model_dir in (("eval_released", released), ("eval_ours", ours.parent)):
@@ -176,7 +220,9 @@ def test_released_anchor_format_evaluates_like_the_same_anchor_in_our_format(env
 def test_malicious_anchor_file_is_refused_without_running_it(env, tmp_path):
     marker = tmp_path / "pwned"
     folder = tmp_path / "evil"
-    write_malicious_checkpoint(folder / "anchor_prompt_learner" / "model.pth.tar", ShellPayload(marker), torch.randn(1, 64))
+    write_malicious_checkpoint(
+        folder / "anchor_prompt_learner" / "model.pth.tar", ShellPayload(marker), torch.randn(1, 64)
+    )
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         run_train(env.args("AnchorOPT_StageI", tmp_path / "out", flags=("--eval-only", "--model-dir", str(folder))))
     assert not marker.exists()
@@ -188,8 +234,9 @@ def test_malicious_anchor_file_is_refused_without_running_it(env, tmp_path):
 def test_missing_class_in_descriptions_is_named_with_close_matches(env, tmp_path):
     missing = env.base_classes[0]
     partial = write_descriptions(tmp_path / "partial.json", [c for c in env.dataset.classnames if c != missing])
-    args = env.args("AnchorOPT_StageI", tmp_path / "out", "OPTIM.MAX_EPOCH", "1",
-                    "TRAINER.ANCHOROPT.DESCRIPTIONS", str(partial))
+    args = env.args(
+        "AnchorOPT_StageI", tmp_path / "out", "OPTIM.MAX_EPOCH", "1", "TRAINER.ANCHOROPT.DESCRIPTIONS", str(partial)
+    )
     with pytest.raises(DataError, match=rf"no entry for 1 of 3 classes: '{missing}'"):
         run_train(args)
 
@@ -210,7 +257,7 @@ def test_official_trainer_name_is_the_same_trainer():
 def test_description_mse_is_the_official_mse_for_equal_counts_and_handles_ragged_lists():
     anchor_features = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
     described = torch.nn.functional.normalize(torch.randn(3, 4, 8), dim=-1)
-    from anchoropt.models.anchor_stage1 import DescriptionFeatures
+    from anchoropt.method.descriptions import DescriptionFeatures
 
     flat = DescriptionFeatures(described.reshape(12, 8), torch.arange(3).repeat_interleave(4), [4, 4, 4])
     official = torch.nn.MSELoss()(anchor_features.unsqueeze(1).repeat(1, 4, 1), described)
@@ -226,7 +273,9 @@ def test_nearest_tokens_find_the_word_an_anchor_was_set_to(tiny_clip):  # noqa: 
     anchor = torch.stack([table[dog], table[pho] * 3])  # the scale does not change the cosine ranking
     nearest = nearest_vocabulary_tokens(anchor, table, top_k=3)
     assert nearest[0][0].token_id == dog and nearest[0][0].text == "dog"
-    assert nearest[0][0].cosine == pytest.approx(1.0, abs=1e-5) and nearest[0][0].distance == pytest.approx(0.0, abs=1e-5)
+    assert nearest[0][0].cosine == pytest.approx(1.0, abs=1e-5) and nearest[0][0].distance == pytest.approx(
+        0.0, abs=1e-5
+    )
     assert nearest[1][0].token_id == pho and nearest[1][0].distance > 0
     assert [len(row) for row in nearest] == [3, 3]
     assert token_text(clip_tokenizer().encoder["th"]) == "th-"  # a word piece, not a word end
@@ -235,9 +284,16 @@ def test_nearest_tokens_find_the_word_an_anchor_was_set_to(tiny_clip):  # noqa: 
 # ---------------------------------------------------------------- configs
 
 STAGE1_PUBLISHED = {  # dataset config stem: (epochs, MSE weight, descriptions per class)
-    "imagenet": (10, 1000, 5), "caltech101": (100, 1000, 10), "oxford_pets": (100, 1000, 10),
-    "stanford_cars": (40, 100, 10), "oxford_flowers": (100, 1000, 10), "food101": (20, 1000, 10),
-    "fgvc_aircraft": (20, 1000, 10), "sun397": (20, 1000, 10), "dtd": (100, 1000, 10), "eurosat": (100, 1000, 10),
+    "imagenet": (10, 1000, 5),
+    "caltech101": (100, 1000, 10),
+    "oxford_pets": (100, 1000, 10),
+    "stanford_cars": (40, 100, 10),
+    "oxford_flowers": (100, 1000, 10),
+    "food101": (20, 1000, 10),
+    "fgvc_aircraft": (20, 1000, 10),
+    "sun397": (20, 1000, 10),
+    "dtd": (100, 1000, 10),
+    "eurosat": (100, 1000, 10),
     "ucf101": (100, 1000, 10),
 }
 CONFIGS = REPO / "configs" / "trainers" / "AnchorOPT_StageI"
@@ -248,15 +304,36 @@ def test_stage1_dataset_configs_merge_and_carry_the_published_numbers(stem):
     epochs, mse, per_class = STAGE1_PUBLISHED[stem]
     assert (REPO / "configs" / "datasets" / f"{stem}.yaml").is_file()
     per_dataset = CONFIGS / "base2new" / f"{stem}.yaml"
-    cfg = build_config(str(REPO / "configs" / "datasets" / f"{stem}.yaml"), [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)])
-    assert (cfg.OPTIM.MAX_EPOCH, cfg.TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT, cfg.TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH) == (epochs, mse, per_class)
+    cfg = build_config(
+        str(REPO / "configs" / "datasets" / f"{stem}.yaml"), [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)]
+    )
+    assert (
+        cfg.OPTIM.MAX_EPOCH,
+        cfg.TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT,
+        cfg.TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH,
+    ) == (epochs, mse, per_class)
     assert yaml.safe_load(per_dataset.read_text()) == {
-        "OPTIM": {"MAX_EPOCH": epochs}, "TRAINER": {"ANCHOROPT": {"ANCHOR_MSE_WEIGHT": mse, "MAX_TEMPLATE_LENGTH": per_class}}}
+        "OPTIM": {"MAX_EPOCH": epochs},
+        "TRAINER": {"ANCHOROPT": {"ANCHOR_MSE_WEIGHT": mse, "MAX_TEMPLATE_LENGTH": per_class}},
+    }
 
 
 def test_stage1_shared_and_cross_dataset_configs():
     cfg = build_config(config_file=[str(CONFIGS / "vit_b16.yaml"), str(CONFIGS / "cross_dataset.yaml")])
     assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MOMENTUM, cfg.OPTIM.WEIGHT_DECAY) == ("sgd", 0.002, 0.9, 0.0005)
-    assert (cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == ("cosine", 1, "constant", 1e-5)
-    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.TRAINER.COOP.PREC, cfg.TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT) == (32, "fp16", 0.0)
-    assert (cfg.OPTIM.MAX_EPOCH, cfg.TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH, cfg.TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT) == (10, 5, 1000.0)
+    assert (cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == (
+        "cosine",
+        1,
+        "constant",
+        1e-5,
+    )
+    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.TRAINER.COOP.PREC, cfg.TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT) == (
+        32,
+        "fp16",
+        0.0,
+    )
+    assert (
+        cfg.OPTIM.MAX_EPOCH,
+        cfg.TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH,
+        cfg.TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT,
+    ) == (10, 5, 1000.0)

@@ -1,4 +1,5 @@
 """AnchorOPT Stage II on CoOp: prompt learner, loss, per-class scoring, LEGACY, positions, configs, train.py runs."""
+
 import math
 
 import clip
@@ -7,22 +8,29 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from anchoropt.cli.positions import main as positions_main
 from anchoropt.cli.errors import run_cli
+from anchoropt.cli.positions import main as positions_main
 from anchoropt.config import build_config
 from anchoropt.engine import load_checkpoint
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.anchor_checkpoint import load_anchor, save_anchor
 from anchoropt.method.position_export import position_settings, positions_from_checkpoint
 from anchoropt.method.positions import order_text
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
 from anchoropt.models.clip_parts import scaled_logits
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner, Stage2Model, check_stage2_model
 from anchoropt.prompts.layout import eot_token_id, sot_token_id
-from tests.support.anchoropt_runs import build_trainer_from_args, make_env_with_anchor, read_results, record_method, run_train
+from tests.support.anchoropt_runs import (
+    build_trainer_from_args,
+    make_env_with_anchor,
+    read_results,
+    record_method,
+    run_train,
+)
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO, write_dataset
 from tests.support.method_fixtures import write_official_checkpoint
-from trainers.anchoropt_common import AnchorOPTStageII, StageIISettings, scoring_summary
+from trainers.anchoropt_stage2 import AnchorOPTStageII, StageIISettings, scoring_summary
 
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
 
@@ -33,7 +41,9 @@ EPOCHS = 5
 def learner_for(clip_model, mode="learned", n_ctx=4, anchor_len=1, legacy=False, classes=CLASSES):
     torch.manual_seed(0)
     anchor = torch.randn(anchor_len, clip_model.token_embedding.weight.shape[1])
-    return AnchorOPTPromptLearner(clip_model, classes, n_ctx, anchor_len, anchor=anchor, position_mode=mode, legacy=legacy)
+    return AnchorOPTPromptLearner(
+        clip_model, classes, n_ctx, anchor_len, anchor=anchor, position_mode=mode, legacy=legacy
+    )
 
 
 # ---------------------------------------------------------------- prompt learner
@@ -50,7 +60,7 @@ def test_identity_prompt_is_sos_v_a_class_dot_eos_token_by_token(tiny_clip):  # 
         assert torch.equal(embeds[row, 0], table[sot_token_id()])
         assert torch.equal(embeds[row, 1:5], learner.ctx.detach())
         assert torch.equal(embeds[row, 5:7], learner.anchor)
-        assert torch.equal(embeds[row, 7:eot + 1], table[tokens[7:eot + 1]])  # class tokens, ".", EOT
+        assert torch.equal(embeds[row, 7 : eot + 1], table[tokens[7 : eot + 1]])  # class tokens, ".", EOT
 
 
 def test_readout_is_the_eot_of_every_class_and_n_earlier_in_legacy(tiny_clip):  # noqa: F811
@@ -72,7 +82,10 @@ def test_training_sample_is_one_hot_per_row_fresh_and_trains_theta_and_v_only(ti
     orders = set()
     for _ in range(10):
         matrix = learner.positions()
-        assert torch.equal(matrix.detach().sum(-1), torch.ones(5)) and set(matrix.detach().unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(matrix.detach().sum(-1), torch.ones(5)) and set(matrix.detach().unique().tolist()) <= {
+            0.0,
+            1.0,
+        }
         orders.add(tuple(matrix.detach().argmax(-1).tolist()))
     assert len(orders) > 1  # a fresh sample per call
     embeds, readout = learner()
@@ -125,8 +138,18 @@ class _Settings:
     def __init__(self, **overrides):
         values = dict(ce_weight=2.0, kd_weight=3.0, kd_temperature=2.0)
         values.update(overrides)
-        self.anchoropt = StageIISettings(n_ctx=4, anchor_len=1, ctx_init="", position_mode="learned", gumbel_temp=1.0,
-                                         sinkhorn_iters=20, scoring_mode="auto", anchor_path="", legacy=False, **values)
+        self.stage2 = StageIISettings(
+            n_ctx=4,
+            anchor_len=1,
+            ctx_init="",
+            position_mode="learned",
+            gumbel_temp=1.0,
+            sinkhorn_iters=20,
+            scoring_mode="auto",
+            anchor_path="",
+            legacy=False,
+            **values,
+        )
 
 
 def test_stage2_loss_equals_hand_computation_on_fixed_logits():
@@ -155,11 +178,14 @@ def test_kd_weight_zero_is_plain_cross_entropy_without_anchor_logits():
     assert float(parts["kd"]) == 0.0
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "0.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "0.0"], "nothing to train"),
-    (["TRAINER.ANCHOROPT.SCORING_MODE", "mixed"], "unknown scoring mode 'mixed'"),
-    (["TRAINER.ANCHOROPT.KD_TEMPERATURE", "0.0"], "KD_TEMPERATURE must be > 0"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "0.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "0.0"], "nothing to train"),
+        (["TRAINER.ANCHOROPT.SCORING_MODE", "mixed"], "unknown scoring mode 'mixed'"),
+        (["TRAINER.ANCHOROPT.KD_TEMPERATURE", "0.0"], "KD_TEMPERATURE must be > 0"),
+    ],
+)
 def test_invalid_settings_are_config_errors(opts, message):
     with pytest.raises(ConfigError, match=message):
         StageIISettings.from_cfg(build_config(opts=opts))
@@ -170,10 +196,58 @@ def test_legacy_cannot_be_combined_with_sinkhorn(tiny_clip):  # noqa: F811
         AnchorOPTPromptLearner(tiny_clip, CLASSES, 4, 1, position_mode="sinkhorn", legacy=True)
 
 
+def test_every_stage2_model_meets_the_contract_and_a_missing_member_is_named(tiny_clip):  # noqa: F811
+    from anchoropt.models.cocoop_anchoropt import CoCoOpAnchorOPTCLIP
+    from anchoropt.models.dept_anchoropt import DePTAnchorOPTCLIP
+    from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP
+
+    for model_class in (CoOpAnchorOPTCLIP, CoCoOpAnchorOPTCLIP, DePTAnchorOPTCLIP, MaPLeAnchorOPTCLIP):
+        for member in ("prompt_state", "branch_logits", "anchor_text_features", "set_classnames"):
+            assert callable(getattr(model_class, member)), (model_class, member)
+        assert isinstance(model_class.PROMPTS_FIXED_IN_EVAL, bool)
+    model = CoOpAnchorOPTCLIP(tiny_clip, learner_for(tiny_clip))
+    assert isinstance(model, Stage2Model)
+    check_stage2_model(model, "CoOp_AnchorOPT")
+    incomplete = type("Incomplete", (torch.nn.Module,), {"PROMPTS_FIXED_IN_EVAL": True})()
+    incomplete.prompt_learner = model.prompt_learner
+    with pytest.raises(
+        TypeError,
+        match="Incomplete lacks classnames, set_classnames, anchor_text_features, prompt_state, branch_logits",
+    ):
+        check_stage2_model(incomplete, "My_AnchorOPT")
+    wrong_learner = CoOpAnchorOPTCLIP(tiny_clip, learner_for(tiny_clip))
+    wrong_learner.prompt_learner = torch.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="prompt_learner is a Linear, expected an AnchorOPTPromptLearner"):
+        check_stage2_model(wrong_learner, "My_AnchorOPT")
+
+
+def test_trainer_checks_the_contract_when_it_adopts_the_model(env, tmp_path, monkeypatch):
+    """A variant whose model lacks a member fails at build time with the member's name."""
+    import trainers.coop_anchoropt as coop_anchoropt
+
+    class Broken(CoOpAnchorOPTCLIP):
+        def __getattribute__(self, name):
+            if name == "branch_logits":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    monkeypatch.setattr(coop_anchoropt, "CoOpAnchorOPTCLIP", Broken)
+    with pytest.raises(TypeError, match="CoOp_AnchorOPT: the Stage II model Broken lacks branch_logits"):
+        build_trainer_from_args(
+            env.args("CoOp_AnchorOPT", tmp_path / "broken", "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1))
+        )
+
+
 def test_scoring_summary_counts_each_rule():
     seen = torch.tensor([True, True, False])
-    assert scoring_summary(seen, "auto") == {"mode": "auto", "num_classes": 3, "seen_classes": 2, "normal_classes": 2,
-                                             "ensemble_classes": 1, "anchor_classes": 0}
+    assert scoring_summary(seen, "auto") == {
+        "mode": "auto",
+        "num_classes": 3,
+        "seen_classes": 2,
+        "normal_classes": 2,
+        "ensemble_classes": 1,
+        "anchor_classes": 0,
+    }
     assert scoring_summary(seen, "anchor")["anchor_classes"] == 3
 
 
@@ -195,22 +269,50 @@ def trained(env):
     out = env.root / "stage2"
     with pytest.MonkeyPatch.context() as mp:
         steps = record_method(mp, AnchorOPTStageII, "forward_backward")
-        anchor_calls = record_method(mp, AnchorOPTCLIP, "anchor_text_features", lambda m, _: m.prompt_learner.training)
-        prompt_calls = record_method(mp, AnchorOPTCLIP, "prompt_state", lambda m, _: m.prompt_learner.training)
+        anchor_calls = record_method(
+            mp, CoOpAnchorOPTCLIP, "anchor_text_features", lambda m, _: m.prompt_learner.training
+        )
+        prompt_calls = record_method(mp, CoOpAnchorOPTCLIP, "prompt_state", lambda m, _: m.prompt_learner.training)
         initial = record_method(mp, AnchorOPTStageII, "before_train", _learner_state)
-        args = env.args("CoOp_AnchorOPT", out, "OPTIM.MAX_EPOCH", str(EPOCHS),
-                        "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1), "TRAINER.ANCHOROPT.N_CTX", "4",
-                        "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "1.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "1.0")
+        args = env.args(
+            "CoOp_AnchorOPT",
+            out,
+            "OPTIM.MAX_EPOCH",
+            str(EPOCHS),
+            "TRAINER.ANCHOROPT.ANCHOR_PATH",
+            str(env.stage1),
+            "TRAINER.ANCHOROPT.N_CTX",
+            "4",
+            "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT",
+            "1.0",
+            "TRAINER.ANCHOROPT.KD_WEIGHT",
+            "1.0",
+        )
         run_train(args)
     final = load_checkpoint(str(out / "prompt_learner" / f"model.pth.tar-{EPOCHS}"))
-    return {"out": out, "args": args, "steps": steps, "anchor_calls": anchor_calls, "prompt_calls": prompt_calls,
-            "initial": initial[0], "final": final}
+    return {
+        "out": out,
+        "args": args,
+        "steps": steps,
+        "anchor_calls": anchor_calls,
+        "prompt_calls": prompt_calls,
+        "initial": initial[0],
+        "final": final,
+    }
 
 
 def evaluate(env, trained, name, *opts, subsample="new", dataset=None):
     out = env.root / name
-    run_train(env.args("CoOp_AnchorOPT", out, *opts, subsample=subsample, dataset=dataset,
-                       flags=("--eval-only", "--model-dir", str(trained["out"]), "--load-epoch", str(EPOCHS))))
+    run_train(
+        env.args(
+            "CoOp_AnchorOPT",
+            out,
+            *opts,
+            subsample=subsample,
+            dataset=dataset,
+            flags=("--eval-only", "--model-dir", str(trained["out"]), "--load-epoch", str(EPOCHS)),
+        )
+    )
     return read_results(out)
 
 
@@ -262,8 +364,8 @@ def test_base_evaluation_uses_the_normal_prompt(env, trained):
 
 def test_new_evaluation_uses_the_ensemble_and_repeats_exactly(env, trained):
     with pytest.MonkeyPatch.context() as mp:
-        anchor_calls = record_method(mp, AnchorOPTCLIP, "anchor_text_features", lambda m, _: 1)
-        prompt_calls = record_method(mp, AnchorOPTCLIP, "prompt_state", lambda m, _: 1)
+        anchor_calls = record_method(mp, CoOpAnchorOPTCLIP, "anchor_text_features", lambda m, _: 1)
+        prompt_calls = record_method(mp, CoOpAnchorOPTCLIP, "prompt_state", lambda m, _: 1)
         first = evaluate(env, trained, "eval_new_1")
     second = evaluate(env, trained, "eval_new_2")
     assert first["scoring"]["ensemble_classes"] == len(env.new_classes) and first["scoring"]["normal_classes"] == 0
@@ -302,7 +404,9 @@ def test_cross_dataset_evaluation_uses_the_stored_source_anchor(env, trained):
     results = evaluate(env, trained, "eval_dtd", subsample="all", dataset=target)
     assert results["dataset"] == "DescribableTextures"
     assert results["scoring"]["ensemble_classes"] == 3 and results["scoring"]["normal_classes"] == 0
-    trainer = build_trainer_from_args(env.args("CoOp_AnchorOPT", env.root / "eval_dtd_direct", subsample="all", dataset=target))
+    trainer = build_trainer_from_args(
+        env.args("CoOp_AnchorOPT", env.root / "eval_dtd_direct", subsample="all", dataset=target)
+    )
     trainer.load_model(str(trained["out"]), epoch=EPOCHS)
     assert torch.equal(trainer.model.prompt_learner.anchor, load_anchor(env.stage1).anchor)
 
@@ -324,17 +428,38 @@ def test_training_needs_a_fitting_anchor(env, tmp_path):
     with pytest.raises(CheckpointError, match="width 7 does not match the CLIP text width 64"):
         run_train(env.args("CoOp_AnchorOPT", tmp_path / "b", *base, "TRAINER.ANCHOROPT.ANCHOR_PATH", str(narrow)))
     with pytest.raises(CheckpointError, match="ANCHOR_LEN is 2"):
-        run_train(env.args("CoOp_AnchorOPT", tmp_path / "c", *base, "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1),
-                           "TRAINER.ANCHOROPT.ANCHOR_LEN", "2"))
+        run_train(
+            env.args(
+                "CoOp_AnchorOPT",
+                tmp_path / "c",
+                *base,
+                "TRAINER.ANCHOROPT.ANCHOR_PATH",
+                str(env.stage1),
+                "TRAINER.ANCHOROPT.ANCHOR_LEN",
+                "2",
+            )
+        )
     with pytest.raises(CheckpointError, match="not found"):
-        run_train(env.args("CoOp_AnchorOPT", tmp_path / "d", *base, "TRAINER.ANCHOROPT.ANCHOR_PATH", str(tmp_path / "nope")))
+        run_train(
+            env.args("CoOp_AnchorOPT", tmp_path / "d", *base, "TRAINER.ANCHOROPT.ANCHOR_PATH", str(tmp_path / "nope"))
+        )
 
 
 def test_legacy_samples_positions_for_every_test_batch(env, tmp_path):
     with pytest.MonkeyPatch.context() as mp:
-        prompt_calls = record_method(mp, AnchorOPTCLIP, "prompt_state", lambda m, _: m.prompt_learner.training)
-        run_train(env.args("CoOp_AnchorOPT", tmp_path / "legacy", "OPTIM.MAX_EPOCH", "1", "TRAINER.ANCHOROPT.LEGACY", "True",
-                           "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1)))
+        prompt_calls = record_method(mp, CoOpAnchorOPTCLIP, "prompt_state", lambda m, _: m.prompt_learner.training)
+        run_train(
+            env.args(
+                "CoOp_AnchorOPT",
+                tmp_path / "legacy",
+                "OPTIM.MAX_EPOCH",
+                "1",
+                "TRAINER.ANCHOROPT.LEGACY",
+                "True",
+                "TRAINER.ANCHOROPT.ANCHOR_PATH",
+                str(env.stage1),
+            )
+        )
     test_images = len(env.base_classes) * env.dataset.per_class["test"]
     assert prompt_calls.count(False) == math.ceil(test_images / 4)  # DATALOADER.TEST.BATCH_SIZE 4
     assert read_results(tmp_path / "legacy")["positions"]["legacy"] is True
@@ -342,11 +467,24 @@ def test_legacy_samples_positions_for_every_test_batch(env, tmp_path):
 
 def test_sinkhorn_with_two_anchor_tokens_from_a_released_anchor_file(env, tmp_path):
     anchor = torch.randn(2, 64).half().float()
-    released = write_official_checkpoint(tmp_path / "anchor_prompt_learner" / "model.pth.tar", anchor,
-                                         pickle_scheduler_object=True)
+    released = write_official_checkpoint(
+        tmp_path / "anchor_prompt_learner" / "model.pth.tar", anchor, pickle_scheduler_object=True
+    )
     out = tmp_path / "sinkhorn"
-    run_train(env.args("CoOp_AnchorOPT", out, "OPTIM.MAX_EPOCH", "2", "TRAINER.ANCHOROPT.ANCHOR_PATH", str(released),
-                       "TRAINER.ANCHOROPT.ANCHOR_LEN", "2", "TRAINER.ANCHOROPT.POSITION_MODE", "sinkhorn"))
+    run_train(
+        env.args(
+            "CoOp_AnchorOPT",
+            out,
+            "OPTIM.MAX_EPOCH",
+            "2",
+            "TRAINER.ANCHOROPT.ANCHOR_PATH",
+            str(released),
+            "TRAINER.ANCHOROPT.ANCHOR_LEN",
+            "2",
+            "TRAINER.ANCHOROPT.POSITION_MODE",
+            "sinkhorn",
+        )
+    )
     order = read_results(out)["positions"]["order"]
     assert sorted(order.split()) == ["A1", "A2", "V1", "V2", "V3", "V4"]  # a permutation: nothing missing or repeated
     assert torch.equal(load_checkpoint(str(out / "prompt_learner" / "model.pth.tar-2"))["state_dict"]["anchor"], anchor)
@@ -371,13 +509,14 @@ def test_training_writes_the_position_matrix_and_the_command_renders_it(env, tra
 @pytest.mark.parametrize("mode", ["learned", "sinkhorn", "anchor_middle"])
 def test_position_matrix_is_rebuilt_from_a_checkpoint_in_every_mode(tiny_clip, tmp_path, mode):  # noqa: F811
     learner = learner_for(tiny_clip, mode=mode, n_ctx=3, anchor_len=2).eval()
-    checkpoint = {"state_dict": learner.state_dict(), "epoch": 1,
-                  "anchoropt": position_settings(learner.positions)}
+    checkpoint = {"state_dict": learner.state_dict(), "epoch": 1, "anchoropt": position_settings(learner.positions)}
     rebuilt = positions_from_checkpoint(checkpoint)
     assert torch.equal(rebuilt.deterministic(), learner.positions.deterministic())
     torch.save(checkpoint, tmp_path / "model.pth.tar-1")
     png = tmp_path / "p.png"
-    assert positions_main([str(tmp_path / "model.pth.tar-1"), "--out", str(png), "--text", str(tmp_path / "p.txt")]) == 0
+    assert (
+        positions_main([str(tmp_path / "model.pth.tar-1"), "--out", str(png), "--text", str(tmp_path / "p.txt")]) == 0
+    )
     order = order_text(learner.positions.deterministic(), 3, 2)
     assert f"order: {order}\n" in (tmp_path / "p.txt").read_text() and png.is_file()
     if mode == "anchor_middle":
@@ -392,10 +531,17 @@ def test_positions_command_explains_a_directory_without_stage2_checkpoint(env, c
 # ---------------------------------------------------------------- configs
 
 STAGE2_PUBLISHED = {  # dataset config stem: N_CTX / epochs / CE weight / KD weight / KD temperature (CoOp+AnchorOPT)
-    "imagenet": (6, 20, 100, 1000, 1), "caltech101": (4, 100, 100, 1000, 2), "oxford_pets": (4, 100, 100, 1000, 1),
-    "stanford_cars": (8, 100, 100, 100, 4), "oxford_flowers": (4, 100, 100, 100, 2), "food101": (4, 20, 100, 1000, 4),
-    "fgvc_aircraft": (4, 100, 100, 1, 4), "sun397": (8, 20, 100, 1, 2), "dtd": (4, 100, 100, 10, 4),
-    "eurosat": (4, 100, 1, 0, 1), "ucf101": (8, 100, 100, 1000, 1),
+    "imagenet": (6, 20, 100, 1000, 1),
+    "caltech101": (4, 100, 100, 1000, 2),
+    "oxford_pets": (4, 100, 100, 1000, 1),
+    "stanford_cars": (8, 100, 100, 100, 4),
+    "oxford_flowers": (4, 100, 100, 100, 2),
+    "food101": (4, 20, 100, 1000, 4),
+    "fgvc_aircraft": (4, 100, 100, 1, 4),
+    "sun397": (8, 20, 100, 1, 2),
+    "dtd": (4, 100, 100, 10, 4),
+    "eurosat": (4, 100, 1, 0, 1),
+    "ucf101": (8, 100, 100, 1000, 1),
 }
 CONFIGS = REPO / "configs" / "trainers" / "CoOp_AnchorOPT"
 
@@ -404,20 +550,45 @@ CONFIGS = REPO / "configs" / "trainers" / "CoOp_AnchorOPT"
 def test_stage2_dataset_configs_merge_and_carry_the_published_numbers(stem):
     n_ctx, epochs, ce, kd, temperature = STAGE2_PUBLISHED[stem]
     per_dataset = CONFIGS / "base2new" / f"{stem}.yaml"
-    cfg = build_config(str(REPO / "configs" / "datasets" / f"{stem}.yaml"), [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)])
+    cfg = build_config(
+        str(REPO / "configs" / "datasets" / f"{stem}.yaml"), [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)]
+    )
     c = cfg.TRAINER.ANCHOROPT
-    assert (c.N_CTX, cfg.OPTIM.MAX_EPOCH, c.PROMPT_CE_WEIGHT, c.KD_WEIGHT, c.KD_TEMPERATURE) == (n_ctx, epochs, ce, kd, temperature)
-    assert yaml.safe_load(per_dataset.read_text()) == {"OPTIM": {"MAX_EPOCH": epochs}, "TRAINER": {"ANCHOROPT": {
-        "N_CTX": n_ctx, "PROMPT_CE_WEIGHT": ce, "KD_WEIGHT": kd, "KD_TEMPERATURE": temperature}}}
+    assert (c.N_CTX, cfg.OPTIM.MAX_EPOCH, c.PROMPT_CE_WEIGHT, c.KD_WEIGHT, c.KD_TEMPERATURE) == (
+        n_ctx,
+        epochs,
+        ce,
+        kd,
+        temperature,
+    )
+    assert yaml.safe_load(per_dataset.read_text()) == {
+        "OPTIM": {"MAX_EPOCH": epochs},
+        "TRAINER": {
+            "ANCHOROPT": {"N_CTX": n_ctx, "PROMPT_CE_WEIGHT": ce, "KD_WEIGHT": kd, "KD_TEMPERATURE": temperature}
+        },
+    }
     StageIISettings.from_cfg(cfg)  # valid as published
 
 
 def test_stage2_shared_and_cross_dataset_configs():
     cfg = build_config(config_file=[str(CONFIGS / "vit_b16.yaml"), str(CONFIGS / "cross_dataset.yaml")])
     assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.OPTIM.MOMENTUM, cfg.OPTIM.WEIGHT_DECAY) == ("sgd", 0.002, 0.9, 0.0005)
-    assert (cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == ("cosine", 1, "constant", 1e-5)
-    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE, cfg.INPUT.INTERPOLATION) == (32, 100, "bicubic")
+    assert (cfg.OPTIM.LR_SCHEDULER, cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_TYPE, cfg.OPTIM.WARMUP_CONS_LR) == (
+        "cosine",
+        1,
+        "constant",
+        1e-5,
+    )
+    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE, cfg.INPUT.INTERPOLATION) == (
+        32,
+        100,
+        "bicubic",
+    )
     assert list(cfg.INPUT.TRANSFORMS) == ["random_resized_crop", "random_flip", "normalize"]
-    assert (cfg.TRAINER.COOP.PREC, cfg.TRAINER.ANCHOROPT.ANCHOR_LEN, cfg.TRAINER.ANCHOROPT.POSITION_MODE) == ("fp16", 1, "learned")
+    assert (cfg.TRAINER.COOP.PREC, cfg.TRAINER.ANCHOROPT.ANCHOR_LEN, cfg.TRAINER.ANCHOROPT.POSITION_MODE) == (
+        "fp16",
+        1,
+        "learned",
+    )
     c = cfg.TRAINER.ANCHOROPT
     assert (c.N_CTX, cfg.OPTIM.MAX_EPOCH, c.PROMPT_CE_WEIGHT, c.KD_WEIGHT, c.KD_TEMPERATURE) == (4, 20, 1.0, 1.0, 1.0)

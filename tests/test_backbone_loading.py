@@ -51,6 +51,7 @@ def no_download(monkeypatch):
 
 # --- random CLIP -------------------------------------------------------------------------------
 
+
 def test_random_clip_is_deterministic_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
     a = build_random_clip("tiny", seed=3)
@@ -72,16 +73,26 @@ def test_random_specs_have_the_published_sizes(spec):
     dims = model_dims(model)
     s = CLIP_SPECS[spec]
     assert (dims.text_width, dims.text_layers, dims.text_heads) == (
-        s["transformer_width"], s["transformer_layers"], s["transformer_heads"])
+        s["transformer_width"],
+        s["transformer_layers"],
+        s["transformer_heads"],
+    )
     assert (dims.vision_width, dims.vision_layers, dims.vision_patch_size) == (
-        s["vision_width"], s["vision_layers"], s["vision_patch_size"])
+        s["vision_width"],
+        s["vision_layers"],
+        s["vision_patch_size"],
+    )
     assert (dims.embed_dim, dims.input_resolution, dims.context_length) == (
-        s["embed_dim"], s["image_resolution"], s["context_length"])
+        s["embed_dim"],
+        s["image_resolution"],
+        s["context_length"],
+    )
     # clip.model.build_model infers heads as width // 64; the specs must agree with it.
     assert dims.text_heads == dims.text_width // 64 and dims.vision_heads == dims.vision_width // 64
 
 
 # --- loading from a file ------------------------------------------------------------------------
+
 
 def test_load_state_dict_file(tiny_clip, tiny_clip_state_dict_file):
     model = load_clip("ViT-B/16", path=str(tiny_clip_state_dict_file))
@@ -120,9 +131,18 @@ def test_fp16_state_dict_loads_as_fp32(tiny_clip, tmp_path):
 def test_load_any_clip_size(tmp_path):
     # A size that is none of the named specs: 2 text heads, 3 text layers, patch 8.
     torch.manual_seed(0)
-    other = CLIP(embed_dim=16, image_resolution=24, vision_layers=1, vision_width=64, vision_patch_size=8,
-                 context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2,
-                 transformer_layers=3)
+    other = CLIP(
+        embed_dim=16,
+        image_resolution=24,
+        vision_layers=1,
+        vision_width=64,
+        vision_patch_size=8,
+        context_length=77,
+        vocab_size=49408,
+        transformer_width=128,
+        transformer_heads=2,
+        transformer_layers=3,
+    )
     model = load_clip(path=save_clip_state_dict(other, tmp_path / "other.pt"))
     dims = model_dims(model)
     assert (dims.text_width, dims.text_heads, dims.text_layers) == (128, 2, 3)
@@ -131,6 +151,7 @@ def test_load_any_clip_size(tmp_path):
 
 
 # --- cache and download -------------------------------------------------------------------------
+
 
 def test_cache_is_used_before_download(tiny_clip, tiny_clip_state_dict_file, tmp_path, no_download):
     target = loading.cached_weights_path("ViT-B/16", str(tmp_path))
@@ -173,6 +194,7 @@ def test_offline_without_file_says_where_to_put_it(tmp_path, monkeypatch):
 
 
 # --- errors -------------------------------------------------------------------------------------
+
 
 def test_unknown_backbone_lists_available(no_download):
     with pytest.raises(ConfigError) as info:
@@ -225,6 +247,7 @@ def test_mismatched_clip_state_dict(tiny_clip, tmp_path):
 
 # --- sizes and input size -----------------------------------------------------------------------
 
+
 def test_model_dims_of_tiny(tiny_clip):
     dims = model_dims(tiny_clip)
     spec = CLIP_SPECS["tiny"]
@@ -244,6 +267,7 @@ def test_check_input_size(tiny_clip):
 
 # --- precision ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     monkeypatch.setattr(precision, "_warned", set())
@@ -255,7 +279,8 @@ def test_fp16_on_cpu_falls_back_to_fp32_with_one_warning(fresh_warnings):
         first = Precision("fp16", "cpu")
         second = Precision("fp16", "cpu")
     assert [str(w.message) for w in caught if "fp16" in str(w.message)] == [
-        "PREC=fp16 needs a CUDA device; running in fp32 on cpu"]
+        "PREC=fp16 needs a CUDA device; running in fp32 on cpu"
+    ]
     for policy in (first, second):
         assert policy.prec == "fp32" and policy.requested == "fp16"
         assert policy.model_dtype == torch.float32 and policy.scaler is None

@@ -1,5 +1,6 @@
 """The benchmarks are fair: on the tiny CLIP our path and the reference path compute the same numbers,
 the reference really does the extra work it stands for, and the measuring helpers measure."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ import torch
 
 from anchoropt.prompts.layout import encode_words
 from bench import bench_eval, bench_stage1, bench_stage2_step, run_all
-from bench.common import (PeakMemory, RunOptions, cpu_utilisation, run_case_in_subprocess, synthetic_classnames,
-                          time_repeated)
+from bench.common import (
+    PeakMemory,
+    RunOptions,
+    cpu_utilisation,
+    run_case_in_subprocess,
+    synthetic_classnames,
+    time_repeated,
+)
 
 TINY = RunOptions(device="cpu", prec="fp32", spec="tiny", warmup=0, reps=1)
 
@@ -61,8 +68,14 @@ def test_stage1_paths_compute_the_same_loss_and_anchor():
         runner, step, descriptions, positions = bench_stage1.prepare(case, path, TINY)
         runner.encode(descriptions)
         losses = [step()["loss"] for _ in range(2)]
-        results[path] = (losses, runner.model.prompt_learner.anchor.detach().clone() if path == "ours"
-                         else runner.setup.learner.anchor.detach().clone(), positions, runner)
+        results[path] = (
+            losses,
+            runner.model.prompt_learner.anchor.detach().clone()
+            if path == "ours"
+            else runner.setup.learner.anchor.detach().clone(),
+            positions,
+            runner,
+        )
     assert results["ours"][0] == pytest.approx(results["reference"][0], rel=1e-5)
     assert torch.allclose(results["ours"][1], results["reference"][1], atol=1e-6)
     ours_runner, reference_runner = results["ours"][3], results["reference"][3]
@@ -75,9 +88,11 @@ def test_stage1_paths_compute_the_same_loss_and_anchor():
 
 
 def test_measure_records_for_each_benchmark():
-    cases = [(bench_stage2_step, {"method": "coop", "num_classes": 4, "batch_size": 2}),
-             (bench_eval, {"num_classes": 4, "num_images": 6, "batch_size": 4}),
-             (bench_stage1, {"num_classes": 4, "sentences_per_class": 1, "shots": 4, "batch_size": 4})]
+    cases = [
+        (bench_stage2_step, {"method": "coop", "num_classes": 4, "batch_size": 2}),
+        (bench_eval, {"num_classes": 4, "num_images": 6, "batch_size": 4}),
+        (bench_stage1, {"num_classes": 4, "sentences_per_class": 1, "shots": 4, "batch_size": 4}),
+    ]
     for module, case in cases:
         record = module.measure(case, "ours", TINY)
         assert record["median_s"] > 0 and record["reps"] == 1
@@ -88,8 +103,13 @@ def test_measure_records_for_each_benchmark():
 
 
 def test_one_case_runs_in_its_own_process():
-    result = run_case_in_subprocess(bench_stage2_step.MODULE, {"method": "coop", "num_classes": 3, "batch_size": 2},
-                                    "reference", TINY, timeout_s=120)
+    result = run_case_in_subprocess(
+        bench_stage2_step.MODULE,
+        {"method": "coop", "num_classes": 3, "batch_size": 2},
+        "reference",
+        TINY,
+        timeout_s=120,
+    )
     assert "error" not in result, result
     assert result["path"] == "reference" and result["text_positions"] == 77 and result["median_s"] > 0
 
@@ -99,8 +119,9 @@ def test_time_repeated_warmup_budget_and_long_iterations():
     timing = time_repeated(lambda: calls.append(1), torch.device("cpu"), RunOptions(warmup=2, reps=3))
     assert len(calls) == 5 and timing.warmup == 2 and len(timing.wall) == 3
     # A first call longer than long_iteration_s is kept as a repetition; the budget stops further ones.
-    timing = time_repeated(lambda: calls.append(1), torch.device("cpu"),
-                           RunOptions(warmup=1, reps=5, long_iteration_s=0.0, budget_s=0.0))
+    timing = time_repeated(
+        lambda: calls.append(1), torch.device("cpu"), RunOptions(warmup=1, reps=5, long_iteration_s=0.0, budget_s=0.0)
+    )
     assert timing.warmup == 0 and len(timing.wall) == 1
 
 
@@ -121,16 +142,30 @@ def test_synthetic_classnames_are_distinct_reproducible_and_vary_in_length():
 
 
 def test_table_and_targets_from_records(tmp_path):
-    ours = {"median_s": 2.0, "cpu_median_s": 2.0, "peak_memory_bytes": 100, "images_per_s": 16.0,
-            "batch": {"median_s": 0.5}}
-    reference = {"median_s": 7.0, "cpu_median_s": 6.0, "peak_memory_bytes": 200, "images_per_s": 4.0,
-                 "batch": {"median_s": 1.5}}
+    ours = {
+        "median_s": 2.0,
+        "cpu_median_s": 2.0,
+        "peak_memory_bytes": 100,
+        "images_per_s": 16.0,
+        "batch": {"median_s": 0.5},
+    }
+    reference = {
+        "median_s": 7.0,
+        "cpu_median_s": 6.0,
+        "peak_memory_bytes": 200,
+        "images_per_s": 4.0,
+        "batch": {"median_s": 1.5},
+    }
     record = run_all.row_record("stage2", {"method": "coop", "num_classes": 500, "batch_size": 32}, ours, reference)
     assert record["ratio"] == 3.5 and record["speed_target_met"] and record["memory_target_met"]
     missed = run_all.row_record("eval", {"num_classes": 1000, "num_images": 10, "batch_size": 5}, ours, reference)
     assert missed["speed_target"] == 5.0 and not missed["speed_target_met"] and missed["batch_ratio"] == 3.0
-    failed = run_all.row_record("stage1", {"num_classes": 100, "sentences_per_class": 2, "shots": 16, "batch_size": 32},
-                                ours, {"error": "killed (out of memory?)"})
+    failed = run_all.row_record(
+        "stage1",
+        {"num_classes": 100, "sentences_per_class": 2, "shots": 16, "batch_size": 32},
+        ours,
+        {"error": "killed (out of memory?)"},
+    )
     text = run_all.table([record, missed, failed])
     assert "3.50x" in text and "3.00x" in text and "MISSED" in text and "failed: killed" in text
     assert "per-batch speed-up 3.00x" in text
@@ -139,8 +174,14 @@ def test_table_and_targets_from_records(tmp_path):
 
 def test_a_disturbed_cpu_measurement_is_taken_again(monkeypatch):
     def result(wall: float, cpu: float) -> dict:
-        return {"median_s": wall, "cpu_median_s": cpu, "times_s": [wall], "cpu_s": [cpu], "torch_threads": 2,
-                "peak_memory_bytes": 1}
+        return {
+            "median_s": wall,
+            "cpu_median_s": cpu,
+            "times_s": [wall],
+            "cpu_s": [cpu],
+            "torch_threads": 2,
+            "peak_memory_bytes": 1,
+        }
 
     assert cpu_utilisation(result(10.0, 19.6)) == pytest.approx(0.98)
     attempts = iter([result(20.0, 20.0), result(10.0, 19.8)])  # first: half the cores; then undisturbed

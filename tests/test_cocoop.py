@@ -1,4 +1,5 @@
-"""CoCoOp and CoCoOp + AnchorOPT: meta-net, batched per-image prompts, shared Stage II trainer, configs, train.py runs."""
+"""CoCoOp and CoCoOp + AnchorOPT: meta-net, batched per-image prompts, shared Stage II trainer, configs, runs."""
+
 import json
 
 import pytest
@@ -6,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 import trainers  # noqa: F401  (registers the trainers and their config nodes)
-
 from anchoropt.config import build_config
 from anchoropt.method.anchor_checkpoint import load_anchor
 from anchoropt.method.positions import order_matrix
@@ -18,9 +18,14 @@ from tests.support.anchoropt_runs import make_env_with_anchor, read_results, rec
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO
 from tests.support.variant_runs import (
-    eval_args, evaluation_logits, mean_training_loss, reloaded_trainer, run_watched, stage2_training_loss,
+    eval_args,
+    evaluation_logits,
+    mean_training_loss,
+    reloaded_trainer,
+    run_watched,
+    stage2_training_loss,
 )
-from trainers.anchoropt_common import StageIISettings
+from trainers.anchoropt_stage2 import StageIISettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
 
@@ -49,8 +54,9 @@ def cocoop(clip_model, ctx_init="a photo of a", n_ctx=4):
 def cocoop_anchoropt(clip_model, mode="learned", n_ctx=4, anchor_len=1):
     torch.manual_seed(0)
     anchor = torch.randn(anchor_len, clip_model.token_embedding.weight.shape[1])
-    learner = CoCoOpAnchorOPTPromptLearner(clip_model, CLASSES, n_ctx=n_ctx, anchor_len=anchor_len, anchor=anchor,
-                                           position_mode=mode)
+    learner = CoCoOpAnchorOPTPromptLearner(
+        clip_model, CLASSES, n_ctx=n_ctx, anchor_len=anchor_len, anchor=anchor, position_mode=mode
+    )
     return CoCoOpAnchorOPTCLIP(clip_model, randomize_meta_net_(learner))
 
 
@@ -74,8 +80,13 @@ def test_meta_net_widths_come_from_the_clip(tiny_clip):  # noqa: F811
     assert (net.linear1.in_features, net.linear1.out_features) == (embed_dim, embed_dim // 16)
     assert isinstance(net.relu, torch.nn.ReLU)
     assert (net.linear2.in_features, net.linear2.out_features) == (embed_dim // 16, text_width)
-    assert set(learner.state_dict()) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
-                                         "meta_net.linear2.weight", "meta_net.linear2.bias"}
+    assert set(learner.state_dict()) == {
+        "ctx",
+        "meta_net.linear1.weight",
+        "meta_net.linear1.bias",
+        "meta_net.linear2.weight",
+        "meta_net.linear2.bias",
+    }
 
 
 def test_every_context_token_gets_the_same_image_bias(tiny_clip):  # noqa: F811
@@ -90,7 +101,9 @@ def test_every_context_token_gets_the_same_image_bias(tiny_clip):  # noqa: F811
     for b in range(3):
         for c, name in enumerate(CLASSES):
             torch.testing.assert_close(embeds[b, c, 1:5], learner.ctx + bias[b])
-            torch.testing.assert_close(embeds[b, c, 5:eot[c] + 1], embeds[0, c, 5:eot[c] + 1])  # class, ".", EOT fixed
+            torch.testing.assert_close(
+                embeds[b, c, 5 : eot[c] + 1], embeds[0, c, 5 : eot[c] + 1]
+            )  # class, ".", EOT fixed
         assert not torch.allclose(bias[b], bias[(b + 1) % 3])
     assert torch.equal(embeds[0, 0, 0], table[sot_token_id()])
 
@@ -115,7 +128,7 @@ def test_batch_of_b_gives_the_logits_of_b_single_image_passes(tiny_clip, mode): 
     image = images(5)
     with torch.no_grad():
         together = model(image)
-        alone = torch.cat([model(image[b:b + 1]) for b in range(5)])
+        alone = torch.cat([model(image[b : b + 1]) for b in range(5)])
         model.max_text_sequences = len(CLASSES) * 2  # chunks of two images (and a last one)
         chunked = model(image)
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
@@ -192,8 +205,14 @@ def test_anchoropt_gradients_reach_theta_v_and_meta_net(tiny_clip):  # noqa: F81
     assert not anchor.requires_grad
     F.cross_entropy(normal, torch.tensor([0, 1, 2])).backward()
     grads = {name: p.grad for name, p in model.prompt_learner.named_parameters()}
-    assert set(grads) == {"ctx", "positions.logits", "meta_net.linear1.weight", "meta_net.linear1.bias",
-                          "meta_net.linear2.weight", "meta_net.linear2.bias"}
+    assert set(grads) == {
+        "ctx",
+        "positions.logits",
+        "meta_net.linear1.weight",
+        "meta_net.linear1.bias",
+        "meta_net.linear2.weight",
+        "meta_net.linear2.bias",
+    }
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
     assert all(p.grad is None for p in tiny_clip.parameters())
     model.prompt_learner.zero_grad()
@@ -206,7 +225,7 @@ def test_anchoropt_batch_matches_single_images_and_eval_is_deterministic(tiny_cl
         anchor_text = model.anchor_text_features()
         normal, anchor = model.branch_logits(image, anchor_text=anchor_text)
         for b in range(4):
-            one, one_anchor = model.branch_logits(image[b:b + 1], model.prompt_state(), anchor_text)
+            one, one_anchor = model.branch_logits(image[b : b + 1], model.prompt_state(), anchor_text)
             torch.testing.assert_close(one[0], normal[b], rtol=0, atol=1e-5)
             torch.testing.assert_close(one_anchor[0], anchor[b], rtol=0, atol=1e-5)
         again, _ = model.branch_logits(image)
@@ -217,24 +236,43 @@ def test_anchoropt_batch_matches_single_images_and_eval_is_deterministic(tiny_cl
 # ---------------------------------------------------------------- configs
 
 COCOOP_ANCHOROPT = {  # N_CTX / epochs / CE weight / KD weight / KD temperature (CoCoOp+AnchorOPT column)
-    "imagenet": (4, 10, 100, 100, 4), "caltech101": (4, 20, 10, 1000, 4), "oxford_pets": (4, 20, 10, 100, 2),
-    "stanford_cars": (4, 20, 100, 100, 4), "oxford_flowers": (4, 20, 10, 100, 4), "food101": (4, 20, 10, 100, 4),
-    "fgvc_aircraft": (4, 20, 10, 100, 0.5), "sun397": (8, 10, 10, 1000, 2), "dtd": (4, 20, 10, 100, 4),
-    "eurosat": (4, 20, 100, 100, 0.5), "ucf101": (4, 20, 10, 100, 0.1),
+    "imagenet": (4, 10, 100, 100, 4),
+    "caltech101": (4, 20, 10, 1000, 4),
+    "oxford_pets": (4, 20, 10, 100, 2),
+    "stanford_cars": (4, 20, 100, 100, 4),
+    "oxford_flowers": (4, 20, 10, 100, 4),
+    "food101": (4, 20, 10, 100, 4),
+    "fgvc_aircraft": (4, 20, 10, 100, 0.5),
+    "sun397": (8, 10, 10, 1000, 2),
+    "dtd": (4, 20, 10, 100, 4),
+    "eurosat": (4, 20, 100, 100, 0.5),
+    "ucf101": (4, 20, 10, 100, 0.1),
 }
 CONFIGS = REPO / "configs" / "trainers"
 
 
 @pytest.mark.parametrize("stem", sorted(COCOOP_ANCHOROPT))
 def test_cocoop_anchoropt_configs_hold_the_published_settings(stem):
-    cfg = build_config(str(REPO / "configs" / "datasets" / f"{stem}.yaml"),
-                       [str(CONFIGS / "CoCoOp_AnchorOPT" / "vit_b16.yaml"),
-                        str(CONFIGS / "CoCoOp_AnchorOPT" / "base2new" / f"{stem}.yaml")])
+    cfg = build_config(
+        str(REPO / "configs" / "datasets" / f"{stem}.yaml"),
+        [
+            str(CONFIGS / "CoCoOp_AnchorOPT" / "vit_b16.yaml"),
+            str(CONFIGS / "CoCoOp_AnchorOPT" / "base2new" / f"{stem}.yaml"),
+        ],
+    )
     a = cfg.TRAINER.ANCHOROPT
     assert (a.N_CTX, cfg.OPTIM.MAX_EPOCH, a.PROMPT_CE_WEIGHT, a.KD_WEIGHT, a.KD_TEMPERATURE) == COCOOP_ANCHOROPT[stem]
-    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, a.ANCHOR_LEN, a.GUMBEL_TEMP, a.CTX_INIT,
-            cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_CONS_LR, cfg.TRAINER.COCOOP.PREC) == \
-        ("sgd", 0.002, 1, 1, 1.0, "", 1, 1e-5, "fp16")
+    assert (
+        cfg.OPTIM.NAME,
+        cfg.OPTIM.LR,
+        cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+        a.ANCHOR_LEN,
+        a.GUMBEL_TEMP,
+        a.CTX_INIT,
+        cfg.OPTIM.WARMUP_EPOCH,
+        cfg.OPTIM.WARMUP_CONS_LR,
+        cfg.TRAINER.COCOOP.PREC,
+    ) == ("sgd", 0.002, 1, 1, 1.0, "", 1, 1e-5, "fp16")
     StageIISettings.from_cfg(cfg)
 
 
@@ -242,8 +280,12 @@ def test_cocoop_config_is_the_published_ctxv1_setting():
     cfg = build_config("", [str(CONFIGS / "CoCoOp" / "vit_b16_c4_ep10_batch1_ctxv1.yaml")])
     c = cfg.TRAINER.COCOOP
     assert (c.N_CTX, c.CTX_INIT, c.PREC) == (4, "a photo of a", "fp16")
-    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR, cfg.OPTIM.LR_SCHEDULER) == \
-        (1, 10, 0.002, "cosine")
+    assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR, cfg.OPTIM.LR_SCHEDULER) == (
+        1,
+        10,
+        0.002,
+        "cosine",
+    )
     for n_ctx in (4, 8, 16):
         other = build_config("", [str(CONFIGS / "CoCoOp" / f"vit_b16_c{n_ctx}_ep10_batch1.yaml")])
         assert (other.TRAINER.COCOOP.N_CTX, other.TRAINER.COCOOP.CTX_INIT) == (n_ctx, "")
@@ -269,10 +311,22 @@ def cocoop_run(env):
 
 @pytest.fixture(scope="module")
 def anchoropt_run(env):
-    return run_watched(env, "CoCoOp_AnchorOPT", env.root / "cocoop_anchoropt", "TRAINER.COCOOP.PREC", "fp32",
-                       "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1), "TRAINER.ANCHOROPT.N_CTX", "2",
-                       "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "1.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "1.0",
-                       epochs=EPOCHS)
+    return run_watched(
+        env,
+        "CoCoOp_AnchorOPT",
+        env.root / "cocoop_anchoropt",
+        "TRAINER.COCOOP.PREC",
+        "fp32",
+        "TRAINER.ANCHOROPT.ANCHOR_PATH",
+        str(env.stage1),
+        "TRAINER.ANCHOROPT.N_CTX",
+        "2",
+        "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT",
+        "1.0",
+        "TRAINER.ANCHOROPT.KD_WEIGHT",
+        "1.0",
+        epochs=EPOCHS,
+    )
 
 
 def cross_entropy_loss(trainer, image, label):
@@ -280,8 +334,17 @@ def cross_entropy_loss(trainer, image, label):
 
 
 def test_cocoop_trains_context_and_meta_net_and_leaves_clip_alone(env, cocoop_run):
-    assert cocoop_run.changed == set(cocoop_run.initial) == {
-        "ctx", "meta_net.linear1.weight", "meta_net.linear1.bias", "meta_net.linear2.weight", "meta_net.linear2.bias"}
+    assert (
+        cocoop_run.changed
+        == set(cocoop_run.initial)
+        == {
+            "ctx",
+            "meta_net.linear1.weight",
+            "meta_net.linear1.bias",
+            "meta_net.linear2.weight",
+            "meta_net.linear2.bias",
+        }
+    )
     assert cocoop_run.frozen_changed == set() and len(cocoop_run.frozen_before) > 10
     trainer = reloaded_trainer(env, cocoop_run, "CoCoOp", *COCOOP_OPTS)
     before = mean_training_loss(trainer, cocoop_run.initial, cross_entropy_loss)
@@ -312,8 +375,17 @@ def test_cocoop_anchoropt_trains_theta_v_and_meta_net_but_not_the_anchor(env, an
     assert {"ctx", "positions.logits", "meta_net.linear1.weight", "meta_net.linear2.weight"} <= run.changed
     assert torch.equal(run.final["anchor"], load_anchor(env.stage1).anchor)
     assert run.frozen_changed == set()
-    trainer = reloaded_trainer(env, run, "CoCoOp_AnchorOPT", "TRAINER.COCOOP.PREC", "fp32",
-                               "TRAINER.ANCHOROPT.N_CTX", "2", "TRAINER.ANCHOROPT.KD_WEIGHT", "1.0")
+    trainer = reloaded_trainer(
+        env,
+        run,
+        "CoCoOp_AnchorOPT",
+        "TRAINER.COCOOP.PREC",
+        "fp32",
+        "TRAINER.ANCHOROPT.N_CTX",
+        "2",
+        "TRAINER.ANCHOROPT.KD_WEIGHT",
+        "1.0",
+    )
     before = mean_training_loss(trainer, run.initial, stage2_training_loss)
     after = mean_training_loss(trainer, run.final, stage2_training_loss)
     assert after < before - 0.01
@@ -327,8 +399,18 @@ def test_cocoop_anchoropt_scores_base_with_the_prompt_and_new_with_the_ensemble(
     assert base["scoring"]["normal_classes"] == len(env.base_classes) and base["scoring"]["ensemble_classes"] == 0
     with pytest.MonkeyPatch.context() as mp:
         anchor_calls = record_method(mp, CoCoOpAnchorOPTCLIP, "anchor_text_features", lambda m, _: 1)
-        run_train(eval_args(env, anchoropt_run, "CoCoOp_AnchorOPT", env.root / "cocoop_anchoropt_new",
-                            "TRAINER.COCOOP.PREC", "fp32", "TRAINER.ANCHOROPT.N_CTX", "2"))
+        run_train(
+            eval_args(
+                env,
+                anchoropt_run,
+                "CoCoOp_AnchorOPT",
+                env.root / "cocoop_anchoropt_new",
+                "TRAINER.COCOOP.PREC",
+                "fp32",
+                "TRAINER.ANCHOROPT.N_CTX",
+                "2",
+            )
+        )
     new = read_results(env.root / "cocoop_anchoropt_new")
     assert new["scoring"]["ensemble_classes"] == len(env.new_classes) and new["scoring"]["normal_classes"] == 0
     assert len(anchor_calls) == 1  # the anchor branch: once for the whole evaluation
@@ -338,8 +420,16 @@ def test_cocoop_anchoropt_scores_base_with_the_prompt_and_new_with_the_ensemble(
 
 
 def test_cocoop_anchoropt_mixed_classes_follow_the_per_class_rule(env, anchoropt_run):
-    trainer = reloaded_trainer(env, anchoropt_run, "CoCoOp_AnchorOPT", "TRAINER.COCOOP.PREC", "fp32",
-                               "TRAINER.ANCHOROPT.N_CTX", "2", subsample="all")
+    trainer = reloaded_trainer(
+        env,
+        anchoropt_run,
+        "CoCoOp_AnchorOPT",
+        "TRAINER.COCOOP.PREC",
+        "fp32",
+        "TRAINER.ANCHOROPT.N_CTX",
+        "2",
+        subsample="all",
+    )
     image = next(iter(trainer.test_loader))["img"]
     logits = evaluation_logits(trainer, image)
     model = trainer.model

@@ -1,4 +1,5 @@
 """CoOp and zero-shot CLIP through train.py with a tiny CLIP on a generated dataset."""
+
 import json
 import os
 
@@ -24,12 +25,45 @@ def pets(tmp_path_factory):
 
 def coop_args(info, clip_file, out, *flags, opts=()):
     return [
-        "--root", str(info.root), "--seed", "1", "--trainer", "CoOp", "--output-dir", str(out),
-        "--dataset-config-file", info.config_file, *flags,
-        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)", "INPUT.TRANSFORMS", "('normalize',)",
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATALOADER.TEST.BATCH_SIZE", "4",
-        "DATASET.NUM_SHOTS", "4", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "OPTIM.MAX_EPOCH", str(EPOCHS),
-        "OPTIM.LR_SCHEDULER", "cosine", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.PREC", "fp32", "TRAIN.PRINT_FREQ", "5",
+        "--root",
+        str(info.root),
+        "--seed",
+        "1",
+        "--trainer",
+        "CoOp",
+        "--output-dir",
+        str(out),
+        "--dataset-config-file",
+        info.config_file,
+        *flags,
+        "MODEL.BACKBONE.PATH",
+        str(clip_file),
+        "INPUT.SIZE",
+        "(32, 32)",
+        "INPUT.TRANSFORMS",
+        "('normalize',)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "4",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "4",
+        "DATASET.NUM_SHOTS",
+        "4",
+        "OPTIM.NAME",
+        "adam",
+        "OPTIM.LR",
+        "0.01",
+        "OPTIM.MAX_EPOCH",
+        str(EPOCHS),
+        "OPTIM.LR_SCHEDULER",
+        "cosine",
+        "TRAINER.COOP.N_CTX",
+        "4",
+        "TRAINER.COOP.PREC",
+        "fp32",
+        "TRAIN.PRINT_FREQ",
+        "5",
         *opts,
     ]
 
@@ -58,8 +92,12 @@ def test_coop_learns_on_base_classes(trained_base, pets):
     n_base = len(base_new_classnames(pets)[0])
     assert hist[-1]["acc"] > 100 / n_base + 20  # well above chance on the training data
     res = read_json(os.path.join(trained_base, "results.json"))
-    assert (res["trainer"], res["dataset"], res["subsample"], res["num_classes"]) == ("CoOp", "OxfordPets", "base",
-                                                                                       n_base)
+    assert (res["trainer"], res["dataset"], res["subsample"], res["num_classes"]) == (
+        "CoOp",
+        "OxfordPets",
+        "base",
+        n_base,
+    )
     assert res["metrics"]["accuracy"] > 100 / n_base
     # the checkpoint holds the context only, no class-dependent buffers and no CLIP weights
     ckpt = torch.load(os.path.join(trained_base, "prompt_learner", f"model.pth.tar-{EPOCHS}"), weights_only=True)
@@ -68,8 +106,17 @@ def test_coop_learns_on_base_classes(trained_base, pets):
 
 def test_base_checkpoint_evaluates_on_new_classes(trained_base, pets, tiny_clip_state_dict_file, tmp_path):
     out = tmp_path / "new"
-    args = coop_args(pets, tiny_clip_state_dict_file, out, "--eval-only", "--model-dir", trained_base,
-                     "--load-epoch", str(EPOCHS), opts=["DATASET.SUBSAMPLE_CLASSES", "new"])
+    args = coop_args(
+        pets,
+        tiny_clip_state_dict_file,
+        out,
+        "--eval-only",
+        "--model-dir",
+        trained_base,
+        "--load-epoch",
+        str(EPOCHS),
+        opts=["DATASET.SUBSAMPLE_CLASSES", "new"],
+    )
     assert run_train(args) == 0
     res = read_json(out / "results.json")
     assert res["subsample"] == "new" and res["num_classes"] == len(base_new_classnames(pets)[1])
@@ -81,9 +128,11 @@ def _trainer(pets, clip_file, out, *opts):
 
     load_plugins()
     args = coop_args(pets, clip_file, out, opts=opts)
-    opts_list = args[args.index("MODEL.BACKBONE.PATH"):]
-    cfg = build_config(pets.config_file, opts=["DATASET.ROOT", str(pets.root), "TRAINER.NAME", "CoOp", "OUTPUT_DIR",
-                                               str(out), "SEED", "1", *opts_list])
+    opts_list = args[args.index("MODEL.BACKBONE.PATH") :]
+    cfg = build_config(
+        pets.config_file,
+        opts=["DATASET.ROOT", str(pets.root), "TRAINER.NAME", "CoOp", "OUTPUT_DIR", str(out), "SEED", "1", *opts_list],
+    )
     return build_trainer(cfg)
 
 
@@ -117,7 +166,9 @@ def test_clear_errors_for_backbone_problems(pets, tiny_clip_state_dict_file, tmp
     with pytest.raises(CheckpointError, match="MODEL.BACKBONE.PATH='/nope/ViT-B-16.pt': no such file"):
         run_train(coop_args(pets, "/nope/ViT-B-16.pt", tmp_path / "b"))
     args = coop_args(pets, "", tmp_path / "c", opts=["MODEL.BACKBONE.NAME", "ViT-Q/99"])
-    with pytest.raises(ConfigError, match="Unknown CLIP backbone MODEL.BACKBONE.NAME='ViT-Q/99'; available: .*ViT-B/16"):
+    with pytest.raises(
+        ConfigError, match="Unknown CLIP backbone MODEL.BACKBONE.NAME='ViT-Q/99'; available: .*ViT-B/16"
+    ):
         run_train(args)
 
 
@@ -131,16 +182,32 @@ def test_zero_shot_clip_matches_encode_text(pets, tiny_clip, tiny_clip_state_dic
     from anchoropt.plugins import load_plugins
 
     load_plugins()
-    cfg = build_config(pets.config_file, opts=["DATASET.ROOT", str(pets.root), "TRAINER.NAME", "ZeroshotCLIP2",
-                                               "OUTPUT_DIR", str(tmp_path / "zs2"), "MODEL.BACKBONE.PATH",
-                                               str(tiny_clip_state_dict_file), "INPUT.SIZE", "(32, 32)",
-                                               "DATALOADER.NUM_WORKERS", "0", "TRAINER.COOP.PREC", "fp32"])
+    cfg = build_config(
+        pets.config_file,
+        opts=[
+            "DATASET.ROOT",
+            str(pets.root),
+            "TRAINER.NAME",
+            "ZeroshotCLIP2",
+            "OUTPUT_DIR",
+            str(tmp_path / "zs2"),
+            "MODEL.BACKBONE.PATH",
+            str(tiny_clip_state_dict_file),
+            "INPUT.SIZE",
+            "(32, 32)",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "TRAINER.COOP.PREC",
+            "fp32",
+        ],
+    )
     trainer = build_trainer(cfg)
     assert len(trainer.templates) == 8
     with torch.no_grad():
         names = [c.replace("_", " ") for c in trainer.classnames]
-        per_template = [tiny_clip.encode_text(clip.tokenize([t.format(n) for n in names])).float()
-                        for t in trainer.templates]
+        per_template = [
+            tiny_clip.encode_text(clip.tokenize([t.format(n) for n in names])).float() for t in trainer.templates
+        ]
         want = torch.stack([f / f.norm(dim=-1, keepdim=True) for f in per_template]).mean(0)
         want = want / want.norm(dim=-1, keepdim=True)
     assert torch.allclose(trainer.text_features, want, atol=1e-5)

@@ -1,4 +1,5 @@
 """The 15 dataset classes on generated copies of their real layouts: classes, labels, splits, few-shot, base/new."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,17 @@ from anchoropt.datasets.fewshot import fewshot_cache_path
 from anchoropt.engine import DATASET_REGISTRY, DatasetWrapper, build_data_loader
 from anchoropt.errors import ConfigError, DataError
 from tests.support.data_layouts import (
-    DATASET_NAMES, FOLDER_SPLIT, TEST_ONLY, TRAINVAL_SPLIT, base_new_classnames, dataset_cfg, load_dataset,
-    variant_class_indices, write_dataset,
+    DATASET_NAMES,
+    FOLDER_SPLIT,
+    TEST_ONLY,
+    TRAINVAL_SPLIT,
+    base_new_classnames,
+    dataset_cfg,
+    dataset_writer,  # noqa: F401  (pytest fixture)
+    load_dataset,
+    variant_class_indices,
+    write_dataset,
 )
-from tests.support.data_layouts import dataset_writer  # noqa: F401  (pytest fixture)
 
 BENCHMARKS = [n for n in DATASET_NAMES if n not in TEST_ONLY]
 WITH_SPLIT_FILE = [n for n in BENCHMARKS if n not in ("ImageNet", "FGVCAircraft")]
@@ -65,8 +73,11 @@ def test_full_dataset_classes_labels_and_split_sizes(name, dataset_writer):
     assert ds.classnames == info.classnames
     assert ds.num_classes == info.num_classes
     assert ds.lab2cname == dict(enumerate(info.classnames))
-    splits = {"train": ds.train_x, "test": ds.test} if name in TEST_ONLY else \
-        {"train": ds.train_x, "val": ds.val, "test": ds.test}
+    splits = (
+        {"train": ds.train_x, "test": ds.test}
+        if name in TEST_ONLY
+        else {"train": ds.train_x, "val": ds.val, "test": ds.test}
+    )
     for split, items in splits.items():
         assert per_class(items) == {label: info.per_class[split] for label in range(info.num_classes)}, split
         assert all(item.classname == info.classnames[item.label] for item in items)
@@ -340,8 +351,9 @@ def test_unreadable_image_surfaces_from_the_data_loader(dataset_writer, workers)
     cfg = dataset_cfg(info.root, "StanfordCars", "DATALOADER.NUM_WORKERS", str(workers))
     tfm = T.Compose([T.Resize((8, 8)), T.ToTensor()])
     # the wrapper every trainer here passes, on either engine
-    loader = build_data_loader(cfg, data_source=ds.test, batch_size=4, tfm=tfm, is_train=False,
-                               dataset_wrapper=DatasetWrapper)
+    loader = build_data_loader(
+        cfg, data_source=ds.test, batch_size=4, tfm=tfm, is_train=False, dataset_wrapper=DatasetWrapper
+    )
     batch = next(iter(loader))
     assert batch["img"].shape == (4, 3, 8, 8) and batch["label"].tolist() == [i.label for i in ds.test[:4]]
     broken = ds.test[5].impath
@@ -349,8 +361,9 @@ def test_unreadable_image_surfaces_from_the_data_loader(dataset_writer, workers)
         f.write(b"not a jpeg")
     with pytest.raises(DataError) as e:
         list(loader)
-    assert user_error_message(e.value) == (f"Cannot decode image {broken}: UnidentifiedImageError: cannot identify "
-                                           f"image file '{broken}'")
+    assert user_error_message(e.value) == (
+        f"Cannot decode image {broken}: UnidentifiedImageError: cannot identify image file '{broken}'"
+    )
     traceback.clear_frames(e.tb)  # let the loader's workers stop now, not at a later garbage collection (seconds)
 
 
@@ -384,7 +397,8 @@ def test_imagenet_listing_is_cached_and_rebuilt_when_folders_change(dataset_writ
     load_dataset(info.root, "ImageNet")
     index = json.loads((info.dataset_dir / "preprocessed.json").read_text())
     assert list(index["train"]) == sorted(index["train"]) and all(
-        "/" not in name for names in index["train"].values() for name in names)
+        "/" not in name for names in index["train"].values() for name in names
+    )
 
     def no_listing(folder):
         raise AssertionError(f"listed {folder} although the cache is current")

@@ -1,4 +1,5 @@
 """DePT and DePT + AnchorOPT: FiLM, head, loss, per-class fusion, checkpoints that keep every module, train.py runs."""
+
 import math
 
 import pytest
@@ -6,22 +7,25 @@ import torch
 import torch.nn.functional as F
 
 import trainers  # noqa: F401  (registers the trainers and their config nodes)
-
 from anchoropt.config import build_config
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.anchor_checkpoint import load_anchor
+from anchoropt.method.losses import dept_loss
 from anchoropt.models.clip_parts import normalize, scaled_logits
 from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
-from anchoropt.models.dept import (
-    DePTCLIP, DePTHead, DePTPromptLearner, DePTSettings, dept_loss, fuse_logits, head_columns,
-)
+from anchoropt.models.dept import DePTCLIP, DePTHead, DePTPromptLearner, DePTSettings, fuse_logits, head_columns
 from tests.support.anchoropt_runs import make_env_with_anchor, read_results, run_train
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO
 from tests.support.variant_runs import (
-    eval_args, evaluation_logits, mean_training_loss, reloaded_trainer, run_watched, stage2_training_loss,
+    eval_args,
+    evaluation_logits,
+    mean_training_loss,
+    reloaded_trainer,
+    run_watched,
+    stage2_training_loss,
 )
-from trainers.anchoropt_common import StageIISettings
+from trainers.anchoropt_stage2 import StageIISettings
 
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
 
@@ -117,10 +121,13 @@ def test_head_takes_the_number_of_classes_of_a_checkpoint():
         DePTHead(E, 2).match_checkpoint({"linear.weight": torch.zeros(5, 7)})
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["TRAINER.LINEAR_PROBE.TYPE", "mlp"], "TRAINER.LINEAR_PROBE.TYPE='mlp' is not supported"),
-    (["TRAINER.LINEAR_PROBE.WEIGHT", "1.5"], r"TRAINER.LINEAR_PROBE.WEIGHT must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["TRAINER.LINEAR_PROBE.TYPE", "mlp"], "TRAINER.LINEAR_PROBE.TYPE='mlp' is not supported"),
+        (["TRAINER.LINEAR_PROBE.WEIGHT", "1.5"], r"TRAINER.LINEAR_PROBE.WEIGHT must be in \[0, 1\]"),
+    ],
+)
 def test_invalid_dept_settings_are_config_errors(opts, message):
     with pytest.raises(ConfigError, match=message):
         DePTSettings.from_cfg(build_config(opts=opts))
@@ -146,8 +153,15 @@ def test_dept_similarity_branch_is_coop_and_gradients_reach_prompt_head_and_film
     loss, _ = dept_loss(out.sim, torch.tensor([0, 2]), out.head, out.head_labels, 0.7)
     loss.backward()
     grads = {name: p.grad for name, p in learner.named_parameters()}
-    assert set(grads) == {"ctx", "head.film_image.scale", "head.film_image.bias", "head.film_text.scale",
-                          "head.film_text.bias", "head.linear.weight", "head.linear.bias"}
+    assert set(grads) == {
+        "ctx",
+        "head.film_image.scale",
+        "head.film_image.bias",
+        "head.film_text.scale",
+        "head.film_text.bias",
+        "head.linear.weight",
+        "head.linear.bias",
+    }
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
     assert all(p.grad is None for p in tiny_clip.parameters())
     raw = tiny_clip.visual(image).float()
@@ -157,25 +171,43 @@ def test_dept_similarity_branch_is_coop_and_gradients_reach_prompt_head_and_film
 # ---------------------------------------------------------------- configs
 
 DEPT_ANCHOROPT = {  # N_CTX / epochs / CE weight / linear-probe weight w (DePT+AnchorOPT column)
-    "imagenet": (4, 10, 10, 0.5), "caltech101": (4, 10, 10, 0.5), "oxford_pets": (4, 10, 10, 0.5),
-    "stanford_cars": (8, 20, 10, 0.6), "oxford_flowers": (8, 10, 10, 0.9), "food101": (4, 10, 10, 0.5),
-    "fgvc_aircraft": (4, 20, 10, 0.6), "sun397": (8, 10, 10, 0.6), "dtd": (8, 10, 10, 0.8),
-    "eurosat": (8, 20, 10, 0.9), "ucf101": (8, 10, 10, 0.8),
+    "imagenet": (4, 10, 10, 0.5),
+    "caltech101": (4, 10, 10, 0.5),
+    "oxford_pets": (4, 10, 10, 0.5),
+    "stanford_cars": (8, 20, 10, 0.6),
+    "oxford_flowers": (8, 10, 10, 0.9),
+    "food101": (4, 10, 10, 0.5),
+    "fgvc_aircraft": (4, 20, 10, 0.6),
+    "sun397": (8, 10, 10, 0.6),
+    "dtd": (8, 10, 10, 0.8),
+    "eurosat": (8, 20, 10, 0.9),
+    "ucf101": (8, 10, 10, 0.8),
 }
 CONFIGS = REPO / "configs" / "trainers"
 
 
 @pytest.mark.parametrize("stem", sorted(DEPT_ANCHOROPT))
 def test_dept_anchoropt_configs_hold_the_published_settings(stem):
-    cfg = build_config(str(REPO / "configs" / "datasets" / f"{stem}.yaml"),
-                       [str(CONFIGS / "DePT_AnchorOPT" / "vit_b16.yaml"),
-                        str(CONFIGS / "DePT_AnchorOPT" / "base2new" / f"{stem}.yaml")])
+    cfg = build_config(
+        str(REPO / "configs" / "datasets" / f"{stem}.yaml"),
+        [
+            str(CONFIGS / "DePT_AnchorOPT" / "vit_b16.yaml"),
+            str(CONFIGS / "DePT_AnchorOPT" / "base2new" / f"{stem}.yaml"),
+        ],
+    )
     a = cfg.TRAINER.ANCHOROPT
     assert (a.N_CTX, cfg.OPTIM.MAX_EPOCH, a.PROMPT_CE_WEIGHT, cfg.TRAINER.LINEAR_PROBE.WEIGHT) == DEPT_ANCHOROPT[stem]
     assert a.KD_WEIGHT == 0.0  # DePT + AnchorOPT has no distillation term
-    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, a.ANCHOR_LEN, a.GUMBEL_TEMP,
-            cfg.TRAINER.LINEAR_PROBE.TYPE, cfg.TRAINER.FILM.LINEAR_PROBE, cfg.TRAINER.COOP.PREC) == \
-        ("sgd", 0.0035, 4, 1, 1.0, "linear", True, "fp16")
+    assert (
+        cfg.OPTIM.NAME,
+        cfg.OPTIM.LR,
+        cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+        a.ANCHOR_LEN,
+        a.GUMBEL_TEMP,
+        cfg.TRAINER.LINEAR_PROBE.TYPE,
+        cfg.TRAINER.FILM.LINEAR_PROBE,
+        cfg.TRAINER.COOP.PREC,
+    ) == ("sgd", 0.0035, 4, 1, 1.0, "linear", True, "fp16")
     StageIISettings.from_cfg(cfg)
     DePTSettings.from_cfg(cfg)
 
@@ -191,10 +223,24 @@ def test_dept_configs_are_the_official_schedules(epochs):
 
 EPOCHS = 4
 DEPT_OPTS = ("TRAINER.COOP.N_CTX", "4", "TRAINER.LINEAR_PROBE.WEIGHT", "0.7")
-AO_OPTS = ("TRAINER.ANCHOROPT.N_CTX", "2", "TRAINER.LINEAR_PROBE.WEIGHT", "0.6",
-           "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "1.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "0.0")
-HEAD_KEYS = {"head.film_image.scale", "head.film_image.bias", "head.film_text.scale", "head.film_text.bias",
-             "head.linear.weight", "head.linear.bias"}
+AO_OPTS = (
+    "TRAINER.ANCHOROPT.N_CTX",
+    "2",
+    "TRAINER.LINEAR_PROBE.WEIGHT",
+    "0.6",
+    "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT",
+    "1.0",
+    "TRAINER.ANCHOROPT.KD_WEIGHT",
+    "0.0",
+)
+HEAD_KEYS = {
+    "head.film_image.scale",
+    "head.film_image.bias",
+    "head.film_text.scale",
+    "head.film_text.bias",
+    "head.linear.weight",
+    "head.linear.bias",
+}
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +255,15 @@ def dept_run(env):
 
 @pytest.fixture(scope="module")
 def anchoropt_run(env):
-    return run_watched(env, "DePT_AnchorOPT", env.root / "dept_anchoropt", *AO_OPTS,
-                       "TRAINER.ANCHOROPT.ANCHOR_PATH", str(env.stage1), epochs=EPOCHS)
+    return run_watched(
+        env,
+        "DePT_AnchorOPT",
+        env.root / "dept_anchoropt",
+        *AO_OPTS,
+        "TRAINER.ANCHOROPT.ANCHOR_PATH",
+        str(env.stage1),
+        epochs=EPOCHS,
+    )
 
 
 def dept_training_loss(trainer, image, label):
@@ -252,8 +305,9 @@ def test_dept_new_classes_score_by_similarity_and_a_mixed_set_per_class(env, dep
     logits = evaluation_logits(trainer, image)
     with torch.no_grad():
         text = trainer.model.raw_text_features()
-        sim = scaled_logits(normalize(trainer.model.raw_image_features(image)), normalize(text),
-                            trainer.model.logit_scale)
+        sim = scaled_logits(
+            normalize(trainer.model.raw_image_features(image)), normalize(text), trainer.model.logit_scale
+        )
         head = trainer.model.prompt_learner.head
         head_all = head.linear(head.film_image(trainer.model.raw_image_features(image)))
     for column, name in enumerate(trainer.classnames):
@@ -279,9 +333,21 @@ def test_dept_anchoropt_trains_v_theta_head_and_film_but_not_the_anchor(env, anc
 
 
 def test_dept_anchoropt_loss_is_ce_weight_times_dept_loss_plus_distillation(env, anchoropt_run):
-    trainer = reloaded_trainer(env, anchoropt_run, "DePT_AnchorOPT", "TRAINER.ANCHOROPT.N_CTX", "2",
-                               "TRAINER.LINEAR_PROBE.WEIGHT", "0.6", "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "10.0",
-                               "TRAINER.ANCHOROPT.KD_WEIGHT", "2.0", "TRAINER.ANCHOROPT.KD_TEMPERATURE", "2.0")
+    trainer = reloaded_trainer(
+        env,
+        anchoropt_run,
+        "DePT_AnchorOPT",
+        "TRAINER.ANCHOROPT.N_CTX",
+        "2",
+        "TRAINER.LINEAR_PROBE.WEIGHT",
+        "0.6",
+        "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT",
+        "10.0",
+        "TRAINER.ANCHOROPT.KD_WEIGHT",
+        "2.0",
+        "TRAINER.ANCHOROPT.KD_TEMPERATURE",
+        "2.0",
+    )
     normal, anchor = torch.randn(2, 3), torch.randn(2, 3)
     label, head, head_labels = torch.tensor([0, 1]), torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
     loss, parts = trainer.stage2_loss(normal, anchor, label, head_logits=head, head_labels=head_labels)

@@ -41,7 +41,13 @@ def test_tolerant_matching_keeps_class_order_and_truncates(tmp_path):
     )
     classes = ["American_Bulldog", " apply_eye_makeup ", "globe flower", "SeaLake", "wildcat"]
     loaded = load_descriptions(path, classes, 3)
-    assert loaded == [_sentences("bulldog", 3), _sentences("makeup", 3), _sentences("globe", 3), _sentences("sea", 3), _sentences("cat", 3)]
+    assert loaded == [
+        _sentences("bulldog", 3),
+        _sentences("makeup", 3),
+        _sentences("globe", 3),
+        _sentences("sea", 3),
+        _sentences("cat", 3),
+    ]
 
 
 def test_coop_renames_of_raw_folder_names_match(tmp_path):
@@ -144,13 +150,20 @@ def test_default_paths_for_all_datasets_and_imagenet_variants(tmp_path):
 
 
 def _fake_source(monkeypatch, dataset: str, data: bytes, num_classes: int = 2) -> DescriptionSource:
-    source = DescriptionSource(f"{dataset.lower()}.json", num_classes, (f"https://one/{dataset}", f"https://two/{dataset}"), cli.git_blob_id(data))
+    source = DescriptionSource(
+        f"{dataset.lower()}.json",
+        num_classes,
+        (f"https://one/{dataset}", f"https://two/{dataset}"),
+        cli.git_blob_id(data),
+    )
     monkeypatch.setitem(DESCRIPTION_SOURCES, dataset, source)
     return source
 
 
 def test_git_blob_id_matches_git():
-    assert cli.git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"  # `echo hello | git hash-object --stdin`
+    assert (
+        cli.git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    )  # `echo hello | git hash-object --stdin`
 
 
 def test_download_verifies_and_installs_atomically(tmp_path, monkeypatch, capsys):
@@ -201,7 +214,9 @@ def test_download_falls_back_to_second_url_and_reports_failures(tmp_path, monkey
 def test_download_rejects_bad_content_and_keeps_existing_file(tmp_path, monkeypatch, capsys, payload, fragment):
     source = _fake_source(monkeypatch, "EuroSAT", payload)
     if fragment.startswith("differs"):
-        monkeypatch.setitem(DESCRIPTION_SOURCES, "EuroSAT", DescriptionSource(source.file_name, 2, source.urls, "0" * 40))
+        monkeypatch.setitem(
+            DESCRIPTION_SOURCES, "EuroSAT", DescriptionSource(source.file_name, 2, source.urls, "0" * 40)
+        )
     existing = tmp_path / source.file_name
     existing.write_bytes(b"previous")
     monkeypatch.setattr(cli, "fetch_bytes", lambda url, timeout=60.0: payload)
@@ -226,7 +241,12 @@ def test_download_from_local_folder(tmp_path, monkeypatch):
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror" / source.file_name).write_bytes(good)
     monkeypatch.setattr(cli, "fetch_bytes", lambda url, timeout=60.0: pytest.fail("should not download"))
-    assert cli.download_main(["--dest", str(tmp_path / "out"), "--from-dir", str(tmp_path / "mirror"), "--datasets", "OxfordPets"]) == 0
+    assert (
+        cli.download_main(
+            ["--dest", str(tmp_path / "out"), "--from-dir", str(tmp_path / "mirror"), "--datasets", "OxfordPets"]
+        )
+        == 0
+    )
     assert (tmp_path / "out" / source.file_name).read_bytes() == good
 
 
@@ -234,7 +254,10 @@ def test_published_sources_cover_the_eleven_datasets_with_pinned_urls():
     assert len(DESCRIPTION_SOURCES) == 11
     for source in DESCRIPTION_SOURCES.values():
         assert len(source.git_blob) == 40
-        assert all(url.startswith("https://raw.githubusercontent.com/") and url.endswith(source.file_name) for url in source.urls)
+        assert all(
+            url.startswith("https://raw.githubusercontent.com/") and url.endswith(source.file_name)
+            for url in source.urls
+        )
 
 
 # ---------------------------------------------------------------- generate command
@@ -252,16 +275,36 @@ def test_generate_writes_cupl_json_from_chat_answers(tmp_path, monkeypatch, caps
     def post(url, payload, headers, timeout=120.0):
         calls.append((url, payload, headers))
         name = payload["messages"][1]["content"].split('"')[1]
-        return _chat_answer(f'1. A {name} has fur.\n2) "A {name} is seen in trees."\n- A {name} has fur.\n\n* A {name} has a long tail.')
+        return _chat_answer(
+            f'1. A {name} has fur.\n2) "A {name} is seen in trees."\n- A {name} has fur.\n\n* A {name} has a long tail.'
+        )
 
     monkeypatch.setattr(cli, "post_json", post)
     monkeypatch.setenv("MY_KEY", "secret")
     output = tmp_path / "out" / "animals.json"
-    argv = [str(names), "--output", str(output), "--model", "m1", "--base-url", "http://llm.local/v1/", "--api-key-env", "MY_KEY", "--per-class", "3", "--category", "animal"]
+    argv = [
+        str(names),
+        "--output",
+        str(output),
+        "--model",
+        "m1",
+        "--base-url",
+        "http://llm.local/v1/",
+        "--api-key-env",
+        "MY_KEY",
+        "--per-class",
+        "3",
+        "--category",
+        "animal",
+    ]
     assert cli.generate_main(argv) == 0
     written = json.loads(output.read_text())
     assert list(written) == ["red panda", "snow_leopard"]
-    assert written["red panda"] == ["A red panda has fur.", "A red panda is seen in trees.", "A red panda has a long tail."]
+    assert written["red panda"] == [
+        "A red panda has fur.",
+        "A red panda is seen in trees.",
+        "A red panda has a long tail.",
+    ]
     url, payload, headers = calls[0]
     assert url == "http://llm.local/v1/chat/completions"
     assert payload["model"] == "m1"
@@ -280,7 +323,12 @@ def test_generate_needs_the_api_key_variable(tmp_path, monkeypatch, capsys):
     names = tmp_path / "classes.txt"
     names.write_text("cat\n", encoding="utf-8")
     monkeypatch.delenv("ABSENT_KEY", raising=False)
-    assert cli.generate_main([str(names), "--output", str(tmp_path / "o.json"), "--model", "m", "--api-key-env", "ABSENT_KEY"]) == 2
+    assert (
+        cli.generate_main(
+            [str(names), "--output", str(tmp_path / "o.json"), "--model", "m", "--api-key-env", "ABSENT_KEY"]
+        )
+        == 2
+    )
     assert "ABSENT_KEY is not set" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """Built-in core pieces whose behaviour results depend on: sampling, metrics, checkpoints, errors."""
+
 import os
 import random
 import subprocess
@@ -17,8 +18,11 @@ from tests.support.engine_runs import REPO, subprocess_env
 
 
 def _items(n_classes=5, per_class=7):
-    return [Datum(impath=f"/nowhere/{c}_{i}.jpg", label=c, classname=f"c{c}")
-            for i in range(per_class) for c in range(n_classes)]
+    return [
+        Datum(impath=f"/nowhere/{c}_{i}.jpg", label=c, classname=f"c{c}")
+        for i in range(per_class)
+        for c in range(n_classes)
+    ]
 
 
 def test_datum_does_not_touch_the_filesystem(recwarn):
@@ -115,8 +119,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def _python(code, engine):
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(engine),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(engine), capture_output=True, text=True, timeout=120
+    )
 
 
 def test_engine_env_var():

@@ -1,4 +1,5 @@
 """The LR schedule equals Dassl's epoch by epoch (values, not just "it changed")."""
+
 import math
 
 import pytest
@@ -44,8 +45,9 @@ def dassl_constant_warmup_cosine(base, cons, warmup, max_epoch, epochs):
 
 @pytest.mark.parametrize("max_epoch", [1, 5, 20])
 def test_constant_warmup_then_cosine(max_epoch):
-    cfg = _optim_cfg(LR_SCHEDULER="cosine", MAX_EPOCH=max_epoch, WARMUP_EPOCH=1, WARMUP_TYPE="constant",
-                     WARMUP_CONS_LR=1e-5)
+    cfg = _optim_cfg(
+        LR_SCHEDULER="cosine", MAX_EPOCH=max_epoch, WARMUP_EPOCH=1, WARMUP_TYPE="constant", WARMUP_CONS_LR=1e-5
+    )
     got = _lrs_per_epoch(cfg, max_epoch)
     want = dassl_constant_warmup_cosine(0.002, 1e-5, 1, max_epoch, max_epoch)
     assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
@@ -68,8 +70,7 @@ def test_no_warmup_multistep_and_single_step():
 
 
 def test_warmup_without_recount_continues_successor_from_warmup_epoch():
-    cfg = _optim_cfg(LR_SCHEDULER="cosine", MAX_EPOCH=10, WARMUP_EPOCH=2, WARMUP_TYPE="constant",
-                     WARMUP_RECOUNT=False)
+    cfg = _optim_cfg(LR_SCHEDULER="cosine", MAX_EPOCH=10, WARMUP_EPOCH=2, WARMUP_TYPE="constant", WARMUP_RECOUNT=False)
     got = _lrs_per_epoch(cfg, 5)
     # Dassl sets the successor's last_epoch to WARMUP_EPOCH, then torch's chainable cosine update applies
     # (1 + cos(pi t / T)) / (1 + cos(pi (t-1) / T)) to the current LR.
@@ -86,8 +87,15 @@ def test_scheduler_state_round_trips_through_a_safe_checkpoint(tmp_path):
     for _ in range(3):
         optim.step()
         sched.step()
-    save_checkpoint({"state_dict": model.state_dict(), "epoch": 3, "optimizer": optim.state_dict(),
-                     "scheduler": sched.state_dict()}, str(tmp_path))
+    save_checkpoint(
+        {
+            "state_dict": model.state_dict(),
+            "epoch": 3,
+            "optimizer": optim.state_dict(),
+            "scheduler": sched.state_dict(),
+        },
+        str(tmp_path),
+    )
     ckpt = load_checkpoint(str(tmp_path / "model.pth.tar-3"))  # weights_only=True inside
     model2 = torch.nn.Linear(2, 2)
     optim2 = build_optimizer(model2, cfg)

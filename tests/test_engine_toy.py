@@ -3,6 +3,7 @@
 Runs on the built-in core; where the real Dassl package is installed the same
 tests run on it too (``dassl`` parameter), and skip cleanly otherwise.
 """
+
 import json
 import math
 import os
@@ -14,8 +15,10 @@ from anchoropt.engine.checkpoint import load_checkpoint
 from tests.support.engine_runs import dassl_available, run_train, run_train_subprocess
 from tests.support.toy_plugin import write_toy_colors
 
-ENGINES = ["builtin", pytest.param("dassl", marks=pytest.mark.skipif(not dassl_available(),
-                                                                     reason="real Dassl not installed"))]
+ENGINES = [
+    "builtin",
+    pytest.param("dassl", marks=pytest.mark.skipif(not dassl_available(), reason="real Dassl not installed")),
+]
 EPOCHS = 4
 
 
@@ -28,13 +31,46 @@ def toy_root(tmp_path_factory):
 
 def toy_args(root, out, *flags, opts=()):
     return [
-        "--root", root, "--seed", "1", "--trainer", "ToyLinear", "--output-dir", str(out),
-        "--plugin", "tests.support.toy_plugin", *flags,
-        "DATASET.NAME", "ToyColors", "INPUT.SIZE", "(8, 8)", "INPUT.TRANSFORMS", "('normalize',)",
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "5",
-        "OPTIM.NAME", "sgd", "OPTIM.LR", "0.05", "OPTIM.MAX_EPOCH", str(EPOCHS), "OPTIM.LR_SCHEDULER", "cosine",
-        "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "constant", "OPTIM.WARMUP_CONS_LR", "1e-3",
-        "TRAIN.PRINT_FREQ", "1", *opts,
+        "--root",
+        root,
+        "--seed",
+        "1",
+        "--trainer",
+        "ToyLinear",
+        "--output-dir",
+        str(out),
+        "--plugin",
+        "tests.support.toy_plugin",
+        *flags,
+        "DATASET.NAME",
+        "ToyColors",
+        "INPUT.SIZE",
+        "(8, 8)",
+        "INPUT.TRANSFORMS",
+        "('normalize',)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATALOADER.TRAIN_X.BATCH_SIZE",
+        "8",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "5",
+        "OPTIM.NAME",
+        "sgd",
+        "OPTIM.LR",
+        "0.05",
+        "OPTIM.MAX_EPOCH",
+        str(EPOCHS),
+        "OPTIM.LR_SCHEDULER",
+        "cosine",
+        "OPTIM.WARMUP_EPOCH",
+        "1",
+        "OPTIM.WARMUP_TYPE",
+        "constant",
+        "OPTIM.WARMUP_CONS_LR",
+        "1e-3",
+        "TRAIN.PRINT_FREQ",
+        "1",
+        *opts,
     ]
 
 

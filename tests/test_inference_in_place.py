@@ -1,4 +1,5 @@
 """The in-place MLP activation and residual adds (used when no gradient flows) change no value and no input."""
+
 from __future__ import annotations
 
 import torch

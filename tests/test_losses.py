@@ -48,7 +48,9 @@ def test_kd_loss_is_zero_for_identical_logits_and_computed_in_fp32():
 def test_anchoropt_loss_matches_weighted_hand_computation():
     normal, anchor = torch.tensor(STUDENT), torch.tensor(TEACHER)
     teacher = [[(n + a) / 2 for n, a in zip(row_n, row_a)] for row_n, row_a in zip(STUDENT, TEACHER)]
-    total, parts = anchoropt_loss(normal, anchor, torch.tensor(LABELS), ce_weight=10.0, kd_weight=100.0, kd_temperature=2.0)
+    total, parts = anchoropt_loss(
+        normal, anchor, torch.tensor(LABELS), ce_weight=10.0, kd_weight=100.0, kd_temperature=2.0
+    )
     ce, kd = _hand_ce(STUDENT, LABELS), _hand_kd(STUDENT, teacher, 2.0)
     assert float(parts["ce"]) == pytest.approx(ce, rel=1e-5)
     assert float(parts["kd"]) == pytest.approx(kd, rel=1e-5)
@@ -58,7 +60,9 @@ def test_anchoropt_loss_matches_weighted_hand_computation():
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_zero_kd_weight_is_plain_cross_entropy_and_never_uses_temperature(temperature):
     normal = torch.tensor(STUDENT, requires_grad=True)
-    total, parts = anchoropt_loss(normal, None, torch.tensor(LABELS), ce_weight=10.0, kd_weight=0.0, kd_temperature=temperature)
+    total, parts = anchoropt_loss(
+        normal, None, torch.tensor(LABELS), ce_weight=10.0, kd_weight=0.0, kd_temperature=temperature
+    )
     assert float(total.detach()) == pytest.approx(10.0 * _hand_ce(STUDENT, LABELS), rel=1e-5)
     assert float(parts["kd"]) == 0.0
     total.backward()

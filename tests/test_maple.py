@@ -1,4 +1,5 @@
 """MaPLe: deep prompts driven through CLIP's own blocks, placed per layer, exact truncation, trainer runs."""
+
 import json
 import math
 
@@ -27,7 +28,7 @@ def test_prompt_is_maple_s_learned_first_words_then_fixed_words(deep_clip):
     learner = MaPLePromptLearner(deep_clip, CLASSES, n_ctx=2, ctx_init="a photo of a", prompt_depth=3)
     layout = learner.layout
     for row, name in enumerate(CLASSES):
-        expected = clip.tokenize(f"a photo of a {name.replace('_', ' ')}.")[0, :layout.length]
+        expected = clip.tokenize(f"a photo of a {name.replace('_', ' ')}.")[0, : layout.length]
         slots = layout.slot_index[row] >= 0
         assert slots.nonzero().flatten().tolist() == [1, 2]  # right after SOS, as MaPLe's deep slots assume
         assert torch.equal(layout.token_ids[row][~slots], expected[~slots].long())
@@ -91,8 +92,9 @@ def reference_text_features(clip_model, learner):
     x = (torch.cat([prompts.embeds, pad], 1) + clip_model.positional_embedding).permute(1, 0, 2)
     for i, block in enumerate(clip_model.transformer.resblocks):
         if 1 <= i < learner.prompt_depth:
-            x = torch.cat([x[:1], learner.compound_prompts_text[i - 1].unsqueeze(1).expand(-1, n, -1),
-                           x[1 + learner.n_ctx:]])
+            x = torch.cat(
+                [x[:1], learner.compound_prompts_text[i - 1].unsqueeze(1).expand(-1, n, -1), x[1 + learner.n_ctx :]]
+            )
         x = block(x)
     x = clip_model.ln_final(x.permute(1, 0, 2))[torch.arange(n), prompts.eot_index] @ clip_model.text_projection
     return F.normalize(x, dim=-1)
@@ -121,11 +123,12 @@ def test_deep_prompts_match_full_length_reference(deep_clip, depth):
     with torch.no_grad():
         # Truncated at the last EOT (here far below 77 positions), the features are those of the full sequence.
         assert learner.layout.length < 20
-        torch.testing.assert_close(model.text_features(), reference_text_features(deep_clip, learner), rtol=0,
-                                   atol=1e-5)
-        torch.testing.assert_close(model.image_features(images()), reference_image_features(deep_clip, learner,
-                                                                                            images()), rtol=0,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            model.text_features(), reference_text_features(deep_clip, learner), rtol=0, atol=1e-5
+        )
+        torch.testing.assert_close(
+            model.image_features(images()), reference_image_features(deep_clip, learner, images()), rtol=0, atol=1e-5
+        )
         shallow = MaPLeCLIP(deep_clip, randomize_(MaPLePromptLearner(deep_clip, CLASSES, n_ctx=2, prompt_depth=1)))
         assert not torch.allclose(model.text_features(), shallow.text_features(), atol=1e-3)
 
@@ -147,22 +150,23 @@ def test_deep_prompts_sit_in_their_slots_at_each_layer(deep_clip):
     with torch.no_grad():
         length = learner.layout.length
         pos = deep_clip.positional_embedding
-        assert torch.allclose(text_in[0][1:1 + k], (learner.ctx + pos[1:1 + k]).unsqueeze(1).expand(-1, 3, -1))
-        assert torch.equal(vision_in[0][-k:], deep_clip.visual.ln_pre(learner.proj(learner.ctx)).unsqueeze(1)
-                           .expand(-1, 3, -1))
+        assert torch.allclose(text_in[0][1 : 1 + k], (learner.ctx + pos[1 : 1 + k]).unsqueeze(1).expand(-1, 3, -1))
+        assert torch.equal(
+            vision_in[0][-k:], deep_clip.visual.ln_pre(learner.proj(learner.ctx)).unsqueeze(1).expand(-1, 3, -1)
+        )
         for i in range(1, 4):
             prev_text = residual_block_forward(text_blocks[i - 1], text_in[i - 1], causal_attention_mask(length, "cpu"))
             prev_vision = residual_block_forward(vision_blocks[i - 1], vision_in[i - 1])
             if i < depth:
                 text_slots = learner.compound_prompts_text[i - 1].unsqueeze(1).expand(-1, 3, -1)
                 vision_slots = learner.compound_prompt_projections[i - 1](learner.compound_prompts_text[i - 1])
-                assert torch.equal(text_in[i][1:1 + k], text_slots)
+                assert torch.equal(text_in[i][1 : 1 + k], text_slots)
                 assert torch.equal(vision_in[i][-k:], vision_slots.unsqueeze(1).expand(-1, 3, -1))
             else:  # past the prompt depth the previous layer's outputs pass through
-                torch.testing.assert_close(text_in[i][1:1 + k], prev_text[1:1 + k])
+                torch.testing.assert_close(text_in[i][1 : 1 + k], prev_text[1 : 1 + k])
                 torch.testing.assert_close(vision_in[i][-k:], prev_vision[-k:])
             # Every other position is always the previous layer's output.
-            torch.testing.assert_close(text_in[i][1 + k:], prev_text[1 + k:], rtol=0, atol=1e-6)
+            torch.testing.assert_close(text_in[i][1 + k :], prev_text[1 + k :], rtol=0, atol=1e-6)
             torch.testing.assert_close(text_in[i][:1], prev_text[:1], rtol=0, atol=1e-6)
             torch.testing.assert_close(vision_in[i][:-k], prev_vision[:-k], rtol=0, atol=1e-6)
 
@@ -173,9 +177,17 @@ def test_only_the_prompt_learner_gets_gradients(deep_clip):
     F.cross_entropy(model(images()), torch.tensor([0, 1, 2])).backward()
     assert all(p.grad is None and not p.requires_grad for p in deep_clip.parameters())
     grads = {name: p.grad for name, p in learner.named_parameters()}
-    assert set(grads) == {"ctx", "proj.weight", "proj.bias", "compound_prompts_text.0", "compound_prompts_text.1",
-                          "compound_prompt_projections.0.weight", "compound_prompt_projections.0.bias",
-                          "compound_prompt_projections.1.weight", "compound_prompt_projections.1.bias"}
+    assert set(grads) == {
+        "ctx",
+        "proj.weight",
+        "proj.bias",
+        "compound_prompts_text.0",
+        "compound_prompts_text.1",
+        "compound_prompt_projections.0.weight",
+        "compound_prompt_projections.0.bias",
+        "compound_prompt_projections.1.weight",
+        "compound_prompt_projections.1.bias",
+    }
     assert all(g is not None and g.abs().sum() > 0 for g in grads.values())
 
 
@@ -196,17 +208,46 @@ def test_amp_matches_fp32_and_trains(deep_clip):
 # ---- trainer through train.py -----------------------------------------------------------------------------------
 def maple_args(data_root, clip_file, out, *extra, epochs=3, flags=()):
     return [
-        *flags, "--root", str(data_root), "--seed", "1", "--trainer", "MaPLe", "--output-dir", str(out),
-        "--dataset-config-file", "configs/datasets/caltech101.yaml",
-        "--config-file", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
-        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
-        "TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", "3", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01",
-        "OPTIM.MAX_EPOCH", str(epochs), "DATASET.NUM_SHOTS", "4", "DATALOADER.TEST.BATCH_SIZE", "2", *extra,
+        *flags,
+        "--root",
+        str(data_root),
+        "--seed",
+        "1",
+        "--trainer",
+        "MaPLe",
+        "--output-dir",
+        str(out),
+        "--dataset-config-file",
+        "configs/datasets/caltech101.yaml",
+        "--config-file",
+        "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml",
+        "MODEL.BACKBONE.PATH",
+        str(clip_file),
+        "INPUT.SIZE",
+        "(32, 32)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "TRAINER.MAPLE.PREC",
+        "fp32",
+        "TRAINER.MAPLE.PROMPT_DEPTH",
+        "3",
+        "OPTIM.NAME",
+        "adam",
+        "OPTIM.LR",
+        "0.01",
+        "OPTIM.MAX_EPOCH",
+        str(epochs),
+        "DATASET.NUM_SHOTS",
+        "4",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "2",
+        *extra,
     ]
 
 
-def test_trains_on_base_saves_only_prompts_and_evaluates_new_classes(dataset_writer, deep_clip_file, tmp_path,
-                                                                     monkeypatch):
+def test_trains_on_base_saves_only_prompts_and_evaluates_new_classes(
+    dataset_writer, deep_clip_file, tmp_path, monkeypatch
+):
     info = dataset_writer("Caltech101")
     out = tmp_path / "base"
     assert run_train(maple_args(dataset_writer.root, deep_clip_file, out, "DATASET.SUBSAMPLE_CLASSES", "base")) == 0
@@ -217,17 +258,29 @@ def test_trains_on_base_saves_only_prompts_and_evaluates_new_classes(dataset_wri
 
     ckpt_file = out / "prompt_learner" / "model.pth.tar-3"
     state = load_checkpoint(str(ckpt_file))["state_dict"]
-    assert set(state) == {"ctx", "proj.weight", "proj.bias", "compound_prompts_text.0", "compound_prompts_text.1",
-                          "compound_prompt_projections.0.weight", "compound_prompt_projections.0.bias",
-                          "compound_prompt_projections.1.weight", "compound_prompt_projections.1.bias"}
+    assert set(state) == {
+        "ctx",
+        "proj.weight",
+        "proj.bias",
+        "compound_prompts_text.0",
+        "compound_prompts_text.1",
+        "compound_prompt_projections.0.weight",
+        "compound_prompt_projections.0.bias",
+        "compound_prompt_projections.1.weight",
+        "compound_prompt_projections.1.bias",
+    }
     assert ckpt_file.stat().st_size < deep_clip_file.stat().st_size / 20  # prompts (+ optimizer state) only
 
     # Evaluating the checkpoint on the new classes encodes the learned prompts once, not once per test batch.
     calls = record_method(monkeypatch, DeepPromptTextEncoder, "forward")
     new_out = tmp_path / "new"
     flags = ["--eval-only", "--model-dir", str(out), "--load-epoch", "3"]
-    assert run_train(maple_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new",
-                                flags=flags)) == 0
+    assert (
+        run_train(
+            maple_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new", flags=flags)
+        )
+        == 0
+    )
     new = json.loads((new_out / "results.json").read_text())
     assert (new["subsample"], new["num_classes"]) == ("new", info.num_classes - n_base)
     assert new["num_samples"] > 2 and len(calls) == 1
@@ -237,7 +290,20 @@ def test_trains_on_base_saves_only_prompts_and_evaluates_new_classes(dataset_wri
 def test_amp_run_through_train_py(dataset_writer, deep_clip_file, tmp_path):
     dataset_writer("Caltech101")
     out = tmp_path / "amp"
-    assert run_train(maple_args(dataset_writer.root, deep_clip_file, out, "TRAINER.MAPLE.PREC", "amp",
-                                "DATASET.SUBSAMPLE_CLASSES", "base", epochs=1)) == 0
+    assert (
+        run_train(
+            maple_args(
+                dataset_writer.root,
+                deep_clip_file,
+                out,
+                "TRAINER.MAPLE.PREC",
+                "amp",
+                "DATASET.SUBSAMPLE_CLASSES",
+                "base",
+                epochs=1,
+            )
+        )
+        == 0
+    )
     result = json.loads((out / "results.json").read_text())
     assert result["config"].count("PREC: amp") == 1 and math.isfinite(result["metrics"]["accuracy"])

@@ -1,4 +1,5 @@
 """MaPLe + AnchorOPT: P at every prompted layer, the anchor state carried from slot 1+j, shared Stage II trainer."""
+
 import json
 import math
 
@@ -6,15 +7,15 @@ import pytest
 import torch
 
 import trainers  # noqa: F401  (registers the trainers and their config nodes)
-
 from anchoropt.backbone import causal_attention_mask, residual_block_forward
 from anchoropt.config import build_config
 from anchoropt.engine.checkpoint import load_checkpoint
 from anchoropt.method.anchor_checkpoint import save_anchor
 from anchoropt.method.positions import order_matrix
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
 from anchoropt.models.deep_prompts import DeepPromptTextEncoder
 from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP, MaPLeAnchorOPTPromptLearner, carried_anchor_state
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
 from tests.support.anchoropt_runs import record_method
 from tests.support.data_layouts import dataset_writer  # noqa: F401  (fixture)
 from tests.support.engine_runs import REPO, run_train
@@ -29,8 +30,16 @@ def anchor_tokens(seed=3):
 
 
 def learner_for(clip_model, depth=3, mode="learned", n_ctx=M, **kw):
-    learner = MaPLeAnchorOPTPromptLearner(clip_model, CLASSES, n_ctx=n_ctx, anchor_len=1, anchor=anchor_tokens(),
-                                          prompt_depth=depth, position_mode=mode, **kw)
+    learner = MaPLeAnchorOPTPromptLearner(
+        clip_model,
+        CLASSES,
+        n_ctx=n_ctx,
+        anchor_len=1,
+        anchor=anchor_tokens(),
+        prompt_depth=depth,
+        position_mode=mode,
+        **kw,
+    )
     return randomize_(learner)
 
 
@@ -49,7 +58,9 @@ def text_layer_inputs(clip_model, learner, matrix=None):
 def previous_output(clip_model, seen, layer):
     """What layer ``layer - 1`` handed on, recomputed from its recorded input."""
     x = seen[layer - 1]
-    return residual_block_forward(clip_model.transformer.resblocks[layer - 1], x, causal_attention_mask(x.shape[0], "cpu"))
+    return residual_block_forward(
+        clip_model.transformer.resblocks[layer - 1], x, causal_attention_mask(x.shape[0], "cpu")
+    )
 
 
 @pytest.mark.parametrize("mode, anchor_slot", [("anchor_front", 0), ("anchor_middle", 2), ("anchor_end", 4)])
@@ -68,13 +79,15 @@ def test_fixed_positions_place_soft_tokens_and_carry_the_anchor_from_slot_1_plus
             before = previous_output(deep_clip, seen, layer)
             if layer < depth:
                 for source, slot in enumerate(soft_slots):
-                    assert torch.equal(seen[layer][1 + slot], learner.compound_prompts_text[layer - 1][source].expand(3, -1))
+                    assert torch.equal(
+                        seen[layer][1 + slot], learner.compound_prompts_text[layer - 1][source].expand(3, -1)
+                    )
                 carried = seen[layer][1 + anchor_slot]
                 torch.testing.assert_close(carried, before[1 + anchor_slot], rtol=0, atol=1e-6)
                 assert not torch.allclose(carried, before[anchor_slot], atol=1e-3)  # not one position too early
             else:
-                torch.testing.assert_close(seen[layer][1:1 + M + 1], before[1:1 + M + 1], rtol=0, atol=1e-6)
-            torch.testing.assert_close(seen[layer][M + 2:], before[M + 2:], rtol=0, atol=1e-6)  # class, ".", EOT
+                torch.testing.assert_close(seen[layer][1 : 1 + M + 1], before[1 : 1 + M + 1], rtol=0, atol=1e-6)
+            torch.testing.assert_close(seen[layer][M + 2 :], before[M + 2 :], rtol=0, atol=1e-6)  # class, ".", EOT
 
 
 def test_sampled_orders_without_or_with_a_repeated_anchor(deep_clip):
@@ -108,17 +121,20 @@ def test_carried_state_is_read_through_p_so_its_gradient_reaches_theta():
 
 def test_depth_one_identity_without_vision_prompts_is_coop_anchoropt(deep_clip):
     maple = learner_for(deep_clip, depth=1, mode="identity", vision_prompts=False)
-    coop = AnchorOPTPromptLearner(deep_clip, CLASSES, n_ctx=M, anchor_len=1, anchor=anchor_tokens(),
-                                  position_mode="identity")
+    coop = AnchorOPTPromptLearner(
+        deep_clip, CLASSES, n_ctx=M, anchor_len=1, anchor=anchor_tokens(), position_mode="identity"
+    )
     with torch.no_grad():
         coop.ctx.copy_(maple.ctx)
-    ours, theirs = MaPLeAnchorOPTCLIP(deep_clip, maple), AnchorOPTCLIP(deep_clip, coop)
+    ours, theirs = MaPLeAnchorOPTCLIP(deep_clip, maple), CoOpAnchorOPTCLIP(deep_clip, coop)
     with torch.no_grad():
         torch.testing.assert_close(ours.prompt_state(), theirs.prompt_state(), rtol=0, atol=1e-6)
         anchor_text = theirs.anchor_text_features()
         torch.testing.assert_close(ours.anchor_text_features(), anchor_text, rtol=0, atol=1e-6)
-        for a, b in zip(ours.branch_logits(images(), anchor_text=anchor_text),
-                        theirs.branch_logits(images(), anchor_text=anchor_text)):
+        for a, b in zip(
+            ours.branch_logits(images(), anchor_text=anchor_text),
+            theirs.branch_logits(images(), anchor_text=anchor_text),
+        ):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
@@ -154,30 +170,54 @@ def test_legacy_switch_reads_before_eot_and_samples_at_evaluation(deep_clip):
 
 # ---- configs ----------------------------------------------------------------------------------------------------
 PUBLISHED = {  # N_CTX / epochs / CE weight / KD weight / KD temperature (MaPLe column)
-    "imagenet": (8, 5, 1, 100, 1), "caltech101": (8, 10, 10, 1000, 2), "oxford_pets": (8, 10, 1, 10, 0.5),
-    "stanford_cars": (4, 20, 10, 0, 0), "oxford_flowers": (4, 20, 10, 100, 2), "food101": (8, 10, 1, 100, 1),
-    "fgvc_aircraft": (4, 10, 1, 10, 4), "sun397": (4, 20, 10, 1000, 4), "dtd": (4, 20, 1, 10, 4),
-    "eurosat": (4, 20, 1, 1, 2), "ucf101": (8, 10, 1, 1, 2),
+    "imagenet": (8, 5, 1, 100, 1),
+    "caltech101": (8, 10, 10, 1000, 2),
+    "oxford_pets": (8, 10, 1, 10, 0.5),
+    "stanford_cars": (4, 20, 10, 0, 0),
+    "oxford_flowers": (4, 20, 10, 100, 2),
+    "food101": (8, 10, 1, 100, 1),
+    "fgvc_aircraft": (4, 10, 1, 10, 4),
+    "sun397": (4, 20, 10, 1000, 4),
+    "dtd": (4, 20, 1, 10, 4),
+    "eurosat": (4, 20, 1, 1, 2),
+    "ucf101": (8, 10, 1, 1, 2),
 }
 
 
 @pytest.mark.parametrize("stem", sorted(PUBLISHED))
 def test_base2new_configs_hold_the_published_settings(stem):
-    cfg = build_config(f"{REPO}/configs/datasets/{stem}.yaml",
-                       [f"{REPO}/configs/trainers/MaPLe_AnchorOPT/vit_b16.yaml",
-                        f"{REPO}/configs/trainers/MaPLe_AnchorOPT/base2new/{stem}.yaml"])
+    cfg = build_config(
+        f"{REPO}/configs/datasets/{stem}.yaml",
+        [
+            f"{REPO}/configs/trainers/MaPLe_AnchorOPT/vit_b16.yaml",
+            f"{REPO}/configs/trainers/MaPLe_AnchorOPT/base2new/{stem}.yaml",
+        ],
+    )
     a = cfg.TRAINER.ANCHOROPT
     assert (a.N_CTX, cfg.OPTIM.MAX_EPOCH, a.PROMPT_CE_WEIGHT, a.KD_WEIGHT, a.KD_TEMPERATURE) == PUBLISHED[stem]
-    assert (cfg.OPTIM.NAME, cfg.OPTIM.LR, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.TRAINER.MAPLE.PROMPT_DEPTH,
-            a.ANCHOR_LEN, a.GUMBEL_TEMP, cfg.OPTIM.WARMUP_EPOCH, cfg.OPTIM.WARMUP_CONS_LR) == \
-        ("sgd", 0.0035, 4, 9, 1, 1.0, 1, 1e-5)
+    assert (
+        cfg.OPTIM.NAME,
+        cfg.OPTIM.LR,
+        cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+        cfg.TRAINER.MAPLE.PROMPT_DEPTH,
+        a.ANCHOR_LEN,
+        a.GUMBEL_TEMP,
+        cfg.OPTIM.WARMUP_EPOCH,
+        cfg.OPTIM.WARMUP_CONS_LR,
+    ) == ("sgd", 0.0035, 4, 9, 1, 1.0, 1, 1e-5)
 
 
 def test_maple_configs_hold_maple_s_settings():
     cfg = build_config("", [f"{REPO}/configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"])
     m = cfg.TRAINER.MAPLE
-    assert (m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH,
-            cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (2, "a photo of a", 9, 0.0035, 5, 4)
+    assert (
+        m.N_CTX,
+        m.CTX_INIT,
+        m.PROMPT_DEPTH,
+        cfg.OPTIM.LR,
+        cfg.OPTIM.MAX_EPOCH,
+        cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+    ) == (2, "a photo of a", 9, 0.0035, 5, 4)
     cross = build_config("", [f"{REPO}/configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml"])
     assert (cross.TRAINER.MAPLE.PROMPT_DEPTH, cross.OPTIM.LR) == (3, 0.0026)
 
@@ -185,38 +225,94 @@ def test_maple_configs_hold_maple_s_settings():
 # ---- trainer through train.py -----------------------------------------------------------------------------------
 def run_args(data_root, clip_file, out, *extra, flags=()):
     return [
-        *flags, "--root", str(data_root), "--seed", "1", "--trainer", "MaPLe_AnchorOPT", "--output-dir", str(out),
-        "--dataset-config-file", "configs/datasets/caltech101.yaml",
-        "--config-file", "configs/trainers/MaPLe_AnchorOPT/vit_b16.yaml",
-        "--config-file", "configs/trainers/MaPLe_AnchorOPT/base2new/caltech101.yaml",
-        "MODEL.BACKBONE.PATH", str(clip_file), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0",
-        "TRAINER.MAPLE.PREC", "fp32", "TRAINER.MAPLE.PROMPT_DEPTH", "3", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01",
-        "OPTIM.MAX_EPOCH", "3", "DATASET.NUM_SHOTS", "4", "DATALOADER.TEST.BATCH_SIZE", "2",
+        *flags,
+        "--root",
+        str(data_root),
+        "--seed",
+        "1",
+        "--trainer",
+        "MaPLe_AnchorOPT",
+        "--output-dir",
+        str(out),
+        "--dataset-config-file",
+        "configs/datasets/caltech101.yaml",
+        "--config-file",
+        "configs/trainers/MaPLe_AnchorOPT/vit_b16.yaml",
+        "--config-file",
+        "configs/trainers/MaPLe_AnchorOPT/base2new/caltech101.yaml",
+        "MODEL.BACKBONE.PATH",
+        str(clip_file),
+        "INPUT.SIZE",
+        "(32, 32)",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "TRAINER.MAPLE.PREC",
+        "fp32",
+        "TRAINER.MAPLE.PROMPT_DEPTH",
+        "3",
+        "OPTIM.NAME",
+        "adam",
+        "OPTIM.LR",
+        "0.01",
+        "OPTIM.MAX_EPOCH",
+        "3",
+        "DATASET.NUM_SHOTS",
+        "4",
+        "DATALOADER.TEST.BATCH_SIZE",
+        "2",
         # Fewer tokens and milder weights than the Caltech101 file: the tiny random CLIP learns in 3 short epochs.
-        "TRAINER.ANCHOROPT.N_CTX", "2", "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT", "1.0", "TRAINER.ANCHOROPT.KD_WEIGHT", "1.0",
+        "TRAINER.ANCHOROPT.N_CTX",
+        "2",
+        "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT",
+        "1.0",
+        "TRAINER.ANCHOROPT.KD_WEIGHT",
+        "1.0",
         *extra,
     ]
 
 
-def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer, deep_clip_file, tmp_path,
-                                                                  monkeypatch):
+def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer, deep_clip_file, tmp_path, monkeypatch):
     info = dataset_writer("Caltech101")
     n_base = math.ceil(info.num_classes / 2)
     anchor_file = save_anchor(tmp_path / "anchor.pt", anchor_tokens(), info.classnames[:n_base], {})
     out = tmp_path / "base"
-    assert run_train(run_args(dataset_writer.root, deep_clip_file, out, "DATASET.SUBSAMPLE_CLASSES", "base",
-                              "TRAINER.ANCHOROPT.ANCHOR_PATH", str(anchor_file))) == 0
+    assert (
+        run_train(
+            run_args(
+                dataset_writer.root,
+                deep_clip_file,
+                out,
+                "DATASET.SUBSAMPLE_CLASSES",
+                "base",
+                "TRAINER.ANCHOROPT.ANCHOR_PATH",
+                str(anchor_file),
+            )
+        )
+        == 0
+    )
     base = json.loads((out / "results.json").read_text())
-    assert (base["trainer"], base["num_classes"], base["scoring"]["normal_classes"]) == ("MaPLe_AnchorOPT", n_base,
-                                                                                         n_base)
+    assert (base["trainer"], base["num_classes"], base["scoring"]["normal_classes"]) == (
+        "MaPLe_AnchorOPT",
+        n_base,
+        n_base,
+    )
     assert base["metrics"]["accuracy"] > 100 / n_base + 20
 
     ckpt_file = out / "prompt_learner" / "model.pth.tar-3"
     state = load_checkpoint(str(ckpt_file))["state_dict"]
-    assert set(state) == {"ctx", "anchor", "positions.logits", "proj.weight", "proj.bias",
-                          "compound_prompts_text.0", "compound_prompts_text.1",
-                          "compound_prompt_projections.0.weight", "compound_prompt_projections.0.bias",
-                          "compound_prompt_projections.1.weight", "compound_prompt_projections.1.bias"}
+    assert set(state) == {
+        "ctx",
+        "anchor",
+        "positions.logits",
+        "proj.weight",
+        "proj.bias",
+        "compound_prompts_text.0",
+        "compound_prompts_text.1",
+        "compound_prompt_projections.0.weight",
+        "compound_prompt_projections.0.bias",
+        "compound_prompt_projections.1.weight",
+        "compound_prompt_projections.1.bias",
+    }
     assert torch.equal(state["anchor"], anchor_tokens())  # the frozen Stage I anchor, unchanged
     assert ckpt_file.stat().st_size < deep_clip_file.stat().st_size / 20
 
@@ -224,8 +320,12 @@ def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer,
     calls = record_method(monkeypatch, DeepPromptTextEncoder, "forward")
     new_out = tmp_path / "new"
     flags = ["--eval-only", "--model-dir", str(out), "--load-epoch", "3"]
-    assert run_train(run_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new",
-                              flags=flags)) == 0
+    assert (
+        run_train(
+            run_args(dataset_writer.root, deep_clip_file, new_out, "DATASET.SUBSAMPLE_CLASSES", "new", flags=flags)
+        )
+        == 0
+    )
     new = json.loads((new_out / "results.json").read_text())
     n_new = info.num_classes - n_base
     assert (new["num_classes"], new["scoring"]["ensemble_classes"], new["scoring"]["seen_classes"]) == (n_new, n_new, 0)

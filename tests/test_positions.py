@@ -93,7 +93,9 @@ def test_legacy_eval_samples_randomly_but_default_eval_does_not():
 
 def _best_assignment_value(scores: torch.Tensor) -> float:
     size = scores.shape[0]
-    return max(sum(float(scores[row, col]) for row, col in enumerate(perm)) for perm in itertools.permutations(range(size)))
+    return max(
+        sum(float(scores[row, col]) for row, col in enumerate(perm)) for perm in itertools.permutations(range(size))
+    )
 
 
 def test_sinkhorn_eval_is_the_optimal_permutation_for_many_random_logits():

@@ -1,4 +1,5 @@
 """``anchoropt-prepare-data``: the report on a partly complete data root, and verified downloads."""
+
 from __future__ import annotations
 
 import json
@@ -90,8 +91,10 @@ def test_root_must_exist_and_names_must_be_known(tmp_path, capsys):
 
 
 def fake_split(num_classes: int) -> dict:
-    rows = {k: [[f"c{c}/{k}_{i}.jpg", c, f"class {c}"] for c in range(num_classes) for i in range(2)]
-            for k in ("train", "val", "test")}
+    rows = {
+        k: [[f"c{c}/{k}_{i}.jpg", c, f"class {c}"] for c in range(num_classes) for i in range(2)]
+        for k in ("train", "val", "test")
+    }
     return rows
 
 
@@ -131,12 +134,15 @@ def test_download_writes_a_verified_split(tmp_path, monkeypatch, capsys):
     assert len(drive.calls) == 1
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>", "HTML page"),
-    (json.dumps(fake_split(12)).encode(), "12 classes"),
-    (b'{"train": [], "val": []}', "missing the 'test'"),
-    (DataError("connection reset"), "connection reset"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b"<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>", "HTML page"),
+        (json.dumps(fake_split(12)).encode(), "12 classes"),
+        (b'{"train": [], "val": []}', "missing the 'test'"),
+        (DataError("connection reset"), "connection reset"),
+    ],
+)
 def test_bad_download_never_overwrites(tmp_path, monkeypatch, capsys, bad, reason):
     root = tmp_path / "data"
     write_dataset("OxfordPets", root)
@@ -167,12 +173,18 @@ def test_named_dataset_folder_is_created_and_flowers_names_fetched(tmp_path, mon
     root.mkdir()
     facts = CATALOG["OxfordFlowers"]
     names = {str(i): f"flower {i}" for i in range(1, 103)}
-    drive = FakeDrive({facts.split.gdrive_id: json.dumps(fake_split(102)).encode(),
-                       "1AkcxCXeK_RCGCEC_GvmWxjcjaNhu-at0": json.dumps(names).encode()})
+    drive = FakeDrive(
+        {
+            facts.split.gdrive_id: json.dumps(fake_split(102)).encode(),
+            "1AkcxCXeK_RCGCEC_GvmWxjcjaNhu-at0": json.dumps(names).encode(),
+        }
+    )
     monkeypatch.setattr(preparation, "download_from_google_drive", drive)
     outcomes = preparation.fetch_hosted_files(str(root), ["OxfordFlowers"], explicit=True)
     assert [(os.path.basename(o.path), o.status) for o in outcomes] == [
-        ("split_zhou_OxfordFlowers.json", "downloaded"), ("cat_to_name.json", "downloaded")]
+        ("split_zhou_OxfordFlowers.json", "downloaded"),
+        ("cat_to_name.json", "downloaded"),
+    ]
     assert json.loads((root / "oxford_flowers" / "cat_to_name.json").read_text()) == names
 
 
@@ -192,8 +204,9 @@ def test_variants_copy_imagenet_classnames_without_downloading(tmp_path, monkeyp
     shutil.rmtree(root / "imagenet")
     shutil.rmtree(root / "imagenet-rendition")
     (root / "imagenetv2").mkdir()
-    monkeypatch.setattr(preparation, "download_from_google_drive",
-                        FakeDrive({IMAGENET_CLASSNAMES_GDRIVE_ID: b"n01440764 tench\n"}))
+    monkeypatch.setattr(
+        preparation, "download_from_google_drive", FakeDrive({IMAGENET_CLASSNAMES_GDRIVE_ID: b"n01440764 tench\n"})
+    )
     outcome = preparation.fetch_hosted_files(str(root), ["ImageNetV2"], explicit=False)[0]
     assert outcome.status == "failed" and "1 class names, expected the 1000" in outcome.detail
 

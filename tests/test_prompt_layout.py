@@ -198,6 +198,7 @@ def test_render_prompt():
 
 # --- context initialisation ---------------------------------------------------------------------
 
+
 def test_context_from_words(tiny_clip):
     init = init_context(tiny_clip.token_embedding, n_ctx=16, ctx_init="a_photo of a")
     expected_ids = clip.tokenize("a photo of a")[0, 1:5].long()

@@ -4,6 +4,7 @@ Command composition is checked with DRY_RUN=1 on a copy of the scripts beside
 hand-made config files; the end-to-end tests run the real scripts with a tiny
 random CLIP on generated datasets, then ``anchoropt-results`` on their output.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,32 @@ from tests.support.engine_runs import REPO, subprocess_env
 SCRIPTS = Path(REPO) / "scripts"
 
 
-def run_script(script: str, *args: str, repo: Path | str = REPO, cwd: Path | str | None = None,
-               **env: str) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, repo: Path | str = REPO, cwd: Path | str | None = None, **env: str
+) -> subprocess.CompletedProcess:
     full_env = subprocess_env(PYTHON=sys.executable, **env)
-    for key in ("DATA", "OUTPUT", "TRAINER", "CFG", "SHOTS", "STAGE1_CFG", "STAGE1_OPTS", "DRY_RUN", "DATASETS", "SEEDS"):
+    for key in (
+        "DATA",
+        "OUTPUT",
+        "TRAINER",
+        "CFG",
+        "SHOTS",
+        "STAGE1_CFG",
+        "STAGE1_OPTS",
+        "DRY_RUN",
+        "DATASETS",
+        "SEEDS",
+    ):
         if key not in env:
             full_env.pop(key, None)
-    return subprocess.run(["bash", str(Path(repo) / "scripts" / script), *args], cwd=str(cwd or repo), env=full_env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["bash", str(Path(repo) / "scripts" / script), *args],
+        cwd=str(cwd or repo),
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 # ---- DRY_RUN: the commands the scripts compose ---------------------------------------------------
@@ -52,7 +71,7 @@ class Command:
             else:
                 self.flags.setdefault(rest[i], []).append(rest[i + 1])
                 i += 2
-        self.opts = list(zip(rest[i::2], rest[i + 1::2]))
+        self.opts = list(zip(rest[i::2], rest[i + 1 :: 2]))
 
     def flag(self, name: str) -> str | None:
         return self.flags.get(name, [None])[-1]
@@ -75,11 +94,18 @@ def fake_repo(tmp_path) -> Path:
     """A copy of scripts/ beside config files of a few trainers (nothing else is needed for DRY_RUN)."""
     repo = tmp_path / "repo"
     shutil.copytree(SCRIPTS, repo / "scripts")
-    files = ["datasets/oxford_pets.yaml", "datasets/imagenet.yaml", "datasets/imagenetv2.yaml",
-             "trainers/CoOp/vit_b16.yaml", "trainers/ZeroshotCLIP/vit_b16.yaml",
-             "trainers/CoOp_AnchorOPT/vit_b16.yaml", "trainers/CoOp_AnchorOPT/base2new/oxford_pets.yaml",
-             "trainers/CoOp_AnchorOPT/cross_dataset.yaml", "trainers/AnchorOPT_StageI/vit_b16.yaml",
-             "trainers/AnchorOPT_StageI/cross_dataset.yaml"]  # no Stage I per-dataset file: it must be left out
+    files = [
+        "datasets/oxford_pets.yaml",
+        "datasets/imagenet.yaml",
+        "datasets/imagenetv2.yaml",
+        "trainers/CoOp/vit_b16.yaml",
+        "trainers/ZeroshotCLIP/vit_b16.yaml",
+        "trainers/CoOp_AnchorOPT/vit_b16.yaml",
+        "trainers/CoOp_AnchorOPT/base2new/oxford_pets.yaml",
+        "trainers/CoOp_AnchorOPT/cross_dataset.yaml",
+        "trainers/AnchorOPT_StageI/vit_b16.yaml",
+        "trainers/AnchorOPT_StageI/cross_dataset.yaml",
+    ]  # no Stage I per-dataset file: it must be left out
     for rel in files:
         (repo / "configs" / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / "configs" / rel).write_text("{}\n")
@@ -96,16 +122,29 @@ def finish(run_dir: Path, max_epoch: int = 7, final_model: str = "last_step") ->
     """A results.json as a finished training run leaves it (the scripts read its config)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = f"OPTIM:\n  MAX_EPOCH: {max_epoch}\nTEST:\n  FINAL_MODEL: {final_model}\n"
-    (run_dir / "results.json").write_text(json.dumps({"metrics": {"accuracy": 50.0}, "trainer": "T", "dataset": "D",
-                                                      "seed": 1, "config": config}))
+    (run_dir / "results.json").write_text(
+        json.dumps({"metrics": {"accuracy": 50.0}, "trainer": "T", "dataset": "D", "seed": 1, "config": config})
+    )
     return run_dir / "results.json"
 
 
 def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
     out = fake_repo.parent / "out"
-    stage1, stage2 = commands(dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", "MODEL.BACKBONE.PATH", "w.pt",
-                                  "OPTIM.MAX_EPOCH", "2", "TRAINER.ANCHOROPT.N_CTX", "8",
-                                  STAGE1_OPTS="OPTIM.MAX_EPOCH 1 OPTIM.LR 0.5"))
+    stage1, stage2 = commands(
+        dry(
+            fake_repo,
+            "base2new/train.sh",
+            "oxford_pets",
+            "1",
+            "MODEL.BACKBONE.PATH",
+            "w.pt",
+            "OPTIM.MAX_EPOCH",
+            "2",
+            "TRAINER.ANCHOROPT.N_CTX",
+            "8",
+            STAGE1_OPTS="OPTIM.MAX_EPOCH 1 OPTIM.LR 0.5",
+        )
+    )
     anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
     assert stage1.flag("--trainer") == "AnchorOPT_StageI" and stage1.flag("--output-dir") == str(anchor_dir)
     assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]  # its per-dataset file does not exist
@@ -170,7 +209,10 @@ def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
     assert (stage2.flag("--trainer"), stage2.flag("--load-epoch")) == ("CoOp_AnchorOPT", "4")
     assert stage2.opt("TRAINER.ANCHOROPT.ANCHOR_PATH") is None  # the checkpoint carries its anchor
     assert (stage1.flag("--trainer"), stage1.flag("--model-dir"), stage1.flag("--load-epoch")) == (
-        "AnchorOPT_StageI", str(stage1_dir), "9")
+        "AnchorOPT_StageI",
+        str(stage1_dir),
+        "9",
+    )
     assert stage1.opt("OPTIM.LR") is None and stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]
     stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
     assert stage1.flag("--output-dir") == str(stage1_eval_dir)
@@ -220,11 +262,21 @@ def test_unfinished_run_is_resumed_in_place(fake_repo):
 
 
 def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
-    cmds = commands(dry(fake_repo, "base2new/run_all.sh", "OPTIM.MAX_EPOCH", "3", TRAINER="CoOp",
-                        DATASETS="oxford_pets imagenet", SEEDS="1 2"))
+    cmds = commands(
+        dry(
+            fake_repo,
+            "base2new/run_all.sh",
+            "OPTIM.MAX_EPOCH",
+            "3",
+            TRAINER="CoOp",
+            DATASETS="oxford_pets imagenet",
+            SEEDS="1 2",
+        )
+    )
     done = [(Path(c.flag("--dataset-config-file")).stem, c.flag("--seed"), "--eval-only" in c.flags) for c in cmds]
-    assert done == [(d, s, evaluates) for d in ("oxford_pets", "imagenet") for s in ("1", "2")
-                    for evaluates in (False, True)]
+    assert done == [
+        (d, s, evaluates) for d in ("oxford_pets", "imagenet") for s in ("1", "2") for evaluates in (False, True)
+    ]
     assert all(c.opt("OPTIM.MAX_EPOCH") == "3" for c in cmds)
 
 
@@ -233,34 +285,65 @@ def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
     assert "/shots_4/" in cmd.flag("--output-dir")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = run_script("base2new/train.sh", "oxford_pets", "1", repo=fake_repo, cwd=elsewhere, DRY_RUN="1",
-                      DATA="../data", OUTPUT="runs", TRAINER="CoOp")
+    proc = run_script(
+        "base2new/train.sh",
+        "oxford_pets",
+        "1",
+        repo=fake_repo,
+        cwd=elsewhere,
+        DRY_RUN="1",
+        DATA="../data",
+        OUTPUT="runs",
+        TRAINER="CoOp",
+    )
     (cmd,) = commands(proc)
     assert cmd.flag("--root") == "../data"  # relative paths stay relative to the caller's directory
     assert cmd.flag("--output-dir").startswith("runs/base2new/train_base/")
-    proc = run_script("base2new/train.sh", "oxford_pets", "1", repo=fake_repo, cwd=elsewhere, DRY_RUN="1",
-                      DATA="../data", TRAINER="CoOp")
+    proc = run_script(
+        "base2new/train.sh",
+        "oxford_pets",
+        "1",
+        repo=fake_repo,
+        cwd=elsewhere,
+        DRY_RUN="1",
+        DATA="../data",
+        TRAINER="CoOp",
+    )
     assert commands(proc)[0].flag("--output-dir").startswith(str(fake_repo / "output") + "/")
 
 
-@pytest.mark.parametrize("script,args,env,message", [
-    ("base2new/train.sh", ["oxford_pets", "1"], {}, "DATA is not set: export DATA=/path/to/datasets"),
-    ("base2new/test.sh", ["oxford_pets", "1"], {"DATA": ""}, "DATA is not set"),
-    ("base2new/train.sh", ["oxford_pets", "1"], {"DATA": "/no/such/dir"}, "DATA=/no/such/dir is not a directory"),
-    ("base2new/train.sh", ["pets", "1"], {"DATA": "."},
-     "unknown dataset 'pets' for base-to-novel; expected one of: imagenet"),
-    ("base2new/train.sh", ["oxford_pets"], {"DATA": "."}, "usage: base2new/train.sh DATASET SEED"),
-    ("base2new/train.sh", ["oxford_pets", "x"], {"DATA": "."}, "SEED must be a non-negative integer"),
-    ("base2new/train.sh", ["oxford_pets", "1", "OPTIM.LR"], {"DATA": "."}, "extra options must be KEY VALUE pairs"),
-    ("base2new/train.sh", ["oxford_pets", "1", "DATASET.SUBSAMPLE_CLASSES", "all"], {"DATA": "."},
-     "DATASET.SUBSAMPLE_CLASSES is set by the protocol scripts"),
-    ("base2new/train.sh", ["oxford_pets", "1"], {"DATA": ".", "TRAINER": "CoOp", "CFG": "nope"},
-     "no config file"),
-    ("cross_dataset/test.sh", ["imagenetv2", "1"], {"DATA": "."}, "unknown dataset 'imagenetv2' for cross-dataset"),
-    ("domain_generalization/test.sh", ["oxford_pets", "1"], {"DATA": "."}, "for domain generalisation"),
-    ("base2new/test.sh", ["oxford_pets", "1"], {"DATA": ".", "TRAINER": "CoOp"},
-     "run first: bash scripts/base2new/train.sh oxford_pets 1"),
-])
+@pytest.mark.parametrize(
+    "script,args,env,message",
+    [
+        ("base2new/train.sh", ["oxford_pets", "1"], {}, "DATA is not set: export DATA=/path/to/datasets"),
+        ("base2new/test.sh", ["oxford_pets", "1"], {"DATA": ""}, "DATA is not set"),
+        ("base2new/train.sh", ["oxford_pets", "1"], {"DATA": "/no/such/dir"}, "DATA=/no/such/dir is not a directory"),
+        (
+            "base2new/train.sh",
+            ["pets", "1"],
+            {"DATA": "."},
+            "unknown dataset 'pets' for base-to-novel; expected one of: imagenet",
+        ),
+        ("base2new/train.sh", ["oxford_pets"], {"DATA": "."}, "usage: base2new/train.sh DATASET SEED"),
+        ("base2new/train.sh", ["oxford_pets", "x"], {"DATA": "."}, "SEED must be a non-negative integer"),
+        ("base2new/train.sh", ["oxford_pets", "1", "OPTIM.LR"], {"DATA": "."}, "extra options must be KEY VALUE pairs"),
+        (
+            "base2new/train.sh",
+            ["oxford_pets", "1", "DATASET.SUBSAMPLE_CLASSES", "all"],
+            {"DATA": "."},
+            "DATASET.SUBSAMPLE_CLASSES is set by the protocol scripts",
+        ),
+        ("base2new/train.sh", ["oxford_pets", "1"], {"DATA": ".", "TRAINER": "CoOp", "CFG": "nope"}, "no config file"),
+        ("cross_dataset/test.sh", ["imagenetv2", "1"], {"DATA": "."}, "unknown dataset 'imagenetv2' for cross-dataset"),
+        ("domain_generalization/test.sh", ["oxford_pets", "1"], {"DATA": "."}, "for domain generalisation"),
+        (
+            "base2new/test.sh",
+            ["oxford_pets", "1"],
+            {"DATA": ".", "TRAINER": "CoOp"},
+            "run first: bash scripts/base2new/train.sh oxford_pets 1",
+        ),
+    ],
+)
 def test_user_errors_are_one_line(fake_repo, script, args, env, message):
     proc = run_script(script, *args, repo=fake_repo, OUTPUT=str(fake_repo.parent / "out"), **env)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -273,8 +356,22 @@ def test_missing_config_lists_the_available_ones(fake_repo):
 
 
 # ---- end to end: tiny CLIP, generated datasets ---------------------------------------------------
-FAST = ["INPUT.SIZE", "(32, 32)", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "OPTIM.MAX_EPOCH", "2",
-        "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16", "TRAINER.COOP.PREC", "fp32"]
+FAST = [
+    "INPUT.SIZE",
+    "(32, 32)",
+    "OPTIM.NAME",
+    "adam",
+    "OPTIM.LR",
+    "0.01",
+    "OPTIM.MAX_EPOCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "DATALOADER.TEST.BATCH_SIZE",
+    "16",
+    "TRAINER.COOP.PREC",
+    "fp32",
+]
 BASE2NEW_STEPS = (("base2new/train.sh", "oxford_pets", "1"), ("base2new/test.sh", "oxford_pets", "1"))
 CROSS_STEPS = (("cross_dataset/train.sh", "1"), ("cross_dataset/test.sh", "oxford_pets", "1"))
 
@@ -285,8 +382,15 @@ def e2e(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
     pets = write_dataset("OxfordPets", root / "data", n_classes=6, n_per_class=10)
     write_dataset("ImageNet", root / "data", n_classes=4, n_per_class=6)
     descriptions = write_descriptions(root / "descriptions.json", pets.classnames)
-    opts = ["MODEL.BACKBONE.PATH", str(tiny_clip_state_dict_file), *FAST,
-            "TRAINER.ANCHOROPT.DESCRIPTIONS", str(descriptions), "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH", "3"]
+    opts = [
+        "MODEL.BACKBONE.PATH",
+        str(tiny_clip_state_dict_file),
+        *FAST,
+        "TRAINER.ANCHOROPT.DESCRIPTIONS",
+        str(descriptions),
+        "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH",
+        "3",
+    ]
     env = {"DATA": str(root / "data"), "OUTPUT": str(root / "output"), "STAGE1_OPTS": "OPTIM.MAX_EPOCH 1"}
     return root, opts, env
 
@@ -295,15 +399,20 @@ def e2e(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
 def chains(e2e) -> dict[str, list[subprocess.CompletedProcess]]:
     """The script chains, run side by side (their output folders are disjoint); each stops at a failure."""
     root, opts, env = e2e
-    todo = {"CoOp": ("CoOp", BASE2NEW_STEPS), "cross": ("CoOp", CROSS_STEPS),
-            "CoOp_AnchorOPT": ("CoOp_AnchorOPT", BASE2NEW_STEPS)}
+    todo = {
+        "CoOp": ("CoOp", BASE2NEW_STEPS),
+        "cross": ("CoOp", CROSS_STEPS),
+        "CoOp_AnchorOPT": ("CoOp_AnchorOPT", BASE2NEW_STEPS),
+    }
 
     return run_chains(todo, opts, env)
 
 
-def run_chains(todo: dict[str, tuple[str, tuple]], opts: list[str], env: dict[str, str]
-               ) -> dict[str, list[subprocess.CompletedProcess]]:
+def run_chains(
+    todo: dict[str, tuple[str, tuple]], opts: list[str], env: dict[str, str]
+) -> dict[str, list[subprocess.CompletedProcess]]:
     """Run each ``name: (TRAINER, steps)`` chain of scripts, chains side by side; a chain stops at a failure."""
+
     def run_chain(trainer, steps):
         done = []
         for step in steps:
@@ -329,8 +438,9 @@ def run_ok(script: str, *args: str, **env: str) -> str:
     return out
 
 
-def run_dir(root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new",
-            cfg: str = "vit_b16") -> Path:
+def run_dir(
+    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = "vit_b16"
+) -> Path:
     return root / "output" / protocol / kind / dataset / "shots_16" / trainer / cfg / "seed1"
 
 
@@ -393,9 +503,11 @@ def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     assert "MAX_EPOCH: 2\n" in base["config"]
 
     data = table_json(root, capsys)
-    pairs = {"CoOp": (run_dir(root, "train_base", "CoOp"), run_dir(root, "test_new", "CoOp")),
-             "CoOp_AnchorOPT": (train_dir, test_dir),
-             "AnchorOPT_StageI": (stage1_dir, run_dir(root, "test_new", "AnchorOPT_StageI"))}
+    pairs = {
+        "CoOp": (run_dir(root, "train_base", "CoOp"), run_dir(root, "test_new", "CoOp")),
+        "CoOp_AnchorOPT": (train_dir, test_dir),
+        "AnchorOPT_StageI": (stage1_dir, run_dir(root, "test_new", "AnchorOPT_StageI")),
+    }
     for trainer, (tdir, ndir) in pairs.items():
         b, n = accuracy(tdir), accuracy(ndir)
         row = pets_row(data, trainer)
@@ -425,9 +537,14 @@ def test_cross_dataset_end_to_end(e2e, chains, capsys):
 
 
 # The other baselines and their AnchorOPT versions, with their scripts' default configs (scripts/common.sh).
-VARIANT_CFGS = {"CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1", "CoCoOp_AnchorOPT": "vit_b16",
-                "DePT": "vit_b16_ep20_bs4_lr35", "DePT_AnchorOPT": "vit_b16",
-                "MaPLe": "vit_b16_c2_ep5_batch4_2ctx", "MaPLe_AnchorOPT": "vit_b16"}
+VARIANT_CFGS = {
+    "CoCoOp": "vit_b16_c4_ep10_batch1_ctxv1",
+    "CoCoOp_AnchorOPT": "vit_b16",
+    "DePT": "vit_b16_ep20_bs4_lr35",
+    "DePT_AnchorOPT": "vit_b16",
+    "MaPLe": "vit_b16_c2_ep5_batch4_2ctx",
+    "MaPLe_AnchorOPT": "vit_b16",
+}
 
 
 def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_table(e2e, chains, capsys):
@@ -436,7 +553,15 @@ def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_ta
     anchor = run_dir(root, "train_base", "AnchorOPT_StageI") / "anchor.pth"
     anchor_time = anchor.stat().st_mtime_ns
     # The tiny CLIP has two layers per tower: MaPLe's prompt depth (9 for ViT-B/16) must fit in them.
-    variant_opts = [*opts, "TRAINER.MAPLE.PROMPT_DEPTH", "2", "TRAINER.COCOOP.PREC", "fp32", "TRAINER.MAPLE.PREC", "fp32"]
+    variant_opts = [
+        *opts,
+        "TRAINER.MAPLE.PROMPT_DEPTH",
+        "2",
+        "TRAINER.COCOOP.PREC",
+        "fp32",
+        "TRAINER.MAPLE.PREC",
+        "fp32",
+    ]
     done = run_chains({t: (t, BASE2NEW_STEPS) for t in VARIANT_CFGS}, variant_opts, env)
     for trainer, cfg in VARIANT_CFGS.items():
         train_out, _ = succeeded(done[trainer])

@@ -8,6 +8,7 @@ selects (in CI: the built-in one; subprocesses select the same).
 5. checkpoints are only read with ``weights_only=True`` (or the allow-list loader); pickled code is refused;
 6. a second job on a busy output directory fails fast and leaves the first job's files alone.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,9 +49,22 @@ MODEL = "prompt_learner"  # CoOp_AnchorOPT's checkpoint folder
 ENGINE_HERE = os.environ.get(ENGINE_ENV, "") or "auto"
 # Warm-up then cosine (scheduler state with a successor) and random flips (the RNG matters for data too).
 STAGE2_OPTS = (
-    "OPTIM.MAX_EPOCH", str(EPOCHS), "OPTIM.LR_SCHEDULER", "cosine", "OPTIM.WARMUP_EPOCH", "1",
-    "OPTIM.WARMUP_TYPE", "constant", "OPTIM.WARMUP_CONS_LR", "1e-3", "INPUT.TRANSFORMS", "('random_flip', 'normalize')",
-    "TRAINER.ANCHOROPT.N_CTX", "2", "TRAIN.PRINT_FREQ", "1",
+    "OPTIM.MAX_EPOCH",
+    str(EPOCHS),
+    "OPTIM.LR_SCHEDULER",
+    "cosine",
+    "OPTIM.WARMUP_EPOCH",
+    "1",
+    "OPTIM.WARMUP_TYPE",
+    "constant",
+    "OPTIM.WARMUP_CONS_LR",
+    "1e-3",
+    "INPUT.TRANSFORMS",
+    "('random_flip', 'normalize')",
+    "TRAINER.ANCHOROPT.N_CTX",
+    "2",
+    "TRAIN.PRINT_FREQ",
+    "1",
 )
 
 
@@ -77,8 +91,15 @@ def anchor_file(env, tiny_clip) -> Path:  # noqa: F811
 
 
 def stage2_args(env, anchor: Path, out: Path, *opts: str, flags: tuple[str, ...] = ()) -> list[str]:
-    return env.args("CoOp_AnchorOPT", out, *STAGE2_OPTS, "TRAINER.ANCHOROPT.ANCHOR_PATH", str(anchor), *opts,
-                    flags=(*PLUGIN, *flags))
+    return env.args(
+        "CoOp_AnchorOPT",
+        out,
+        *STAGE2_OPTS,
+        "TRAINER.ANCHOROPT.ANCHOR_PATH",
+        str(anchor),
+        *opts,
+        flags=(*PLUGIN, *flags),
+    )
 
 
 def with_root(args: list[str], root: Path) -> list[str]:
@@ -105,8 +126,11 @@ def assert_one_line_error(stderr: str, *parts: str) -> str:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
     """Every file under ``folder``: (mtime_ns, sha256)."""
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def without_timing(record: dict) -> dict:
@@ -146,8 +170,13 @@ class Runs:
 def start_train(args: list[str], cwd: Path, console: str, **env: str) -> subprocess.Popen:
     """train.py in a new process, its output in ``cwd/console`` (a full pipe would stall a concurrent run)."""
     with open(cwd / console, "w") as log:
-        return subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT, env=subprocess_env(ENGINE_HERE, **env))
+        return subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "train.py"), *args],
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=subprocess_env(ENGINE_HERE, **env),
+        )
 
 
 def finish(proc: subprocess.Popen, console: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -168,8 +197,10 @@ def runs(env, anchor_file, tmp_path_factory) -> Runs:
     cwds = {name: work / name for name in ("first", "second", "killed")}
     for cwd in cwds.values():
         cwd.mkdir()
-    procs = {name: start_train(args, cwd, "console.txt", **({KILL_ENV: "2,2"} if name == "killed" else {}))
-             for name, cwd in cwds.items()}
+    procs = {
+        name: start_train(args, cwd, "console.txt", **({KILL_ENV: "2,2"} if name == "killed" else {}))
+        for name, cwd in cwds.items()
+    }
     try:
         done = {name: finish(proc, cwds[name] / "console.txt") for name, proc in procs.items()}
     finally:
@@ -245,8 +276,9 @@ def test_undecodable_image_names_the_file_also_from_dataloader_workers(env, tmp_
     split = json.loads((info.dataset_dir / "split_zhou_OxfordPets.json").read_text())
     broken = info.dataset_dir / "images" / split["test"][1][0]
     broken.write_bytes(b"this is not a jpeg")
-    args = with_root(env.args("ZeroshotCLIP", tmp_path / "out", "DATALOADER.NUM_WORKERS", str(workers),
-                              subsample="all"), info.root)
+    args = with_root(
+        env.args("ZeroshotCLIP", tmp_path / "out", "DATALOADER.NUM_WORKERS", str(workers), subsample="all"), info.root
+    )
     code, stderr = cli(args, capsys)
     assert code == 2
     assert_one_line_error(stderr, f"error: Cannot decode image {broken}: UnidentifiedImageError")
@@ -259,11 +291,14 @@ def test_descriptions_file_problems_name_the_file(env, tmp_path, problem):
         path.write_text("{'not': json")
     elif problem == "lacking_class":
         write_descriptions(path, env.base_classes[1:])
-    args = env.args("AnchorOPT_StageI", tmp_path / "out", "OPTIM.MAX_EPOCH", "1",
-                    "TRAINER.ANCHOROPT.DESCRIPTIONS", str(path))
-    expected = {"missing": f"description file not found: {path}",
-                "not_json": f"description file {path} is not valid JSON",
-                "lacking_class": f"description file {path} has no entry for 1 of 3 classes: '{env.base_classes[0]}'"}
+    args = env.args(
+        "AnchorOPT_StageI", tmp_path / "out", "OPTIM.MAX_EPOCH", "1", "TRAINER.ANCHOROPT.DESCRIPTIONS", str(path)
+    )
+    expected = {
+        "missing": f"description file not found: {path}",
+        "not_json": f"description file {path} is not valid JSON",
+        "lacking_class": f"description file {path} has no entry for 1 of 3 classes: '{env.base_classes[0]}'",
+    }
     with pytest.raises(DataError) as error:
         main(args)
     assert expected[problem] in str(error.value) and "\n" not in str(error.value)
@@ -277,25 +312,34 @@ def test_anchor_checkpoint_problems_name_the_file_and_the_shapes(env, tiny_clip,
         write_anchor(path, 1, width + 8)
     elif problem == "length":
         write_anchor(path, 2, width)
-    expected = {"missing": f"anchor checkpoint not found: {path}",
-                "width": f"anchor in {path} has shape [1, {width + 8}], expected [1, {width}]",
-                "length": f"anchor in {path} has shape [2, {width}], expected [1, {width}]"}
+    expected = {
+        "missing": f"anchor checkpoint not found: {path}",
+        "width": f"anchor in {path} has shape [1, {width + 8}], expected [1, {width}]",
+        "length": f"anchor in {path} has shape [2, {width}], expected [1, {width}]",
+    }
     with pytest.raises(CheckpointError, match=re.escape(expected[problem])):
         main(stage2_args(env, path, tmp_path / "out"))
 
 
 def test_model_dir_without_checkpoint(env, anchor_file, tmp_path):
     (tmp_path / "empty_model_dir").mkdir()
-    args = stage2_args(env, anchor_file, tmp_path / "out",
-                       flags=("--eval-only", "--model-dir", str(tmp_path / "empty_model_dir")))
+    args = stage2_args(
+        env, anchor_file, tmp_path / "out", flags=("--eval-only", "--model-dir", str(tmp_path / "empty_model_dir"))
+    )
     where = re.escape(str(tmp_path / "empty_model_dir" / MODEL))
     with pytest.raises(CheckpointError, match=f"No checkpoint at {where}.*output directory of a training run"):
         main(args)
 
 
 def test_model_dir_trained_with_another_n_ctx(env, anchor_file, runs, tmp_path):
-    args = stage2_args(env, anchor_file, tmp_path / "out", "TRAINER.ANCHOROPT.N_CTX", "4",
-                       flags=("--eval-only", "--model-dir", str(runs.first), "--load-epoch", str(EPOCHS)))
+    args = stage2_args(
+        env,
+        anchor_file,
+        tmp_path / "out",
+        "TRAINER.ANCHOROPT.N_CTX",
+        "4",
+        flags=("--eval-only", "--model-dir", str(runs.first), "--load-epoch", str(EPOCHS)),
+    )
     with pytest.raises(CheckpointError) as error:
         main(args)
     message = str(error.value)
@@ -303,12 +347,17 @@ def test_model_dir_trained_with_another_n_ctx(env, anchor_file, runs, tmp_path):
     assert "shape mismatch ctx: checkpoint (2, " in message and "vs model (4, " in message
 
 
-@pytest.mark.parametrize("change, expected", [
-    (("--trainer", "CoOp_AnchorOPTT"),
-     r"Unknown trainer 'CoOp_AnchorOPTT' \(--trainer\); registered: .*CoOp_AnchorOPT,"),
-    (("DATASET.NAME", "OxfordPetz"), r"Unknown dataset 'OxfordPetz'.*registered: .*OxfordPets"),
-    (("TRAINER.ANCHOROPT.N_CTXX", "4"), r"TRAINER.ANCHOROPT.N_CTXX.*unknown config key"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ("--trainer", "CoOp_AnchorOPTT"),
+            r"Unknown trainer 'CoOp_AnchorOPTT' \(--trainer\); registered: .*CoOp_AnchorOPT,",
+        ),
+        (("DATASET.NAME", "OxfordPetz"), r"Unknown dataset 'OxfordPetz'.*registered: .*OxfordPets"),
+        (("TRAINER.ANCHOROPT.N_CTXX", "4"), r"TRAINER.ANCHOROPT.N_CTXX.*unknown config key"),
+    ],
+)
 def test_unknown_trainer_dataset_or_config_key(env, anchor_file, tmp_path, change, expected):
     args = stage2_args(env, anchor_file, tmp_path / "out")
     if change[0] == "--trainer":
@@ -328,7 +377,8 @@ def test_input_size_not_matching_the_backbone(env, anchor_file, tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_step_and_advice_and_the_checkpoint_stays_intact(
-        env, anchor_file, runs, tmp_path, monkeypatch, capsys):
+    env, anchor_file, runs, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "nan"
     args = stage2_args(env, anchor_file, out)
     optimize = ClipTrainer.optimize
@@ -343,8 +393,13 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_the_checkpoint_sta
     monkeypatch.setattr(ClipTrainer, "optimize", nan_at_epoch_2_step_2)
     code, stderr = cli(args, capsys)
     assert code == 2
-    assert_one_line_error(stderr, "Loss is nan at epoch 2, batch 2 of 3", f"checkpoint of epoch 1 in {out} is intact",
-                          "TRAINER.COOP.PREC is already fp32", "OPTIM.LR")
+    assert_one_line_error(
+        stderr,
+        "Loss is nan at epoch 2, batch 2 of 3",
+        f"checkpoint of epoch 1 in {out} is intact",
+        "TRAINER.COOP.PREC is already fp32",
+        "OPTIM.LR",
+    )
     assert snapshot(out / MODEL) == at_failure  # nothing written, replaced or removed after the NaN
     assert sorted(at_failure) == ["checkpoint", "model.pth.tar-1"]
     checkpoint = load_checkpoint(str(out / MODEL / "model.pth.tar-1"))
@@ -362,12 +417,18 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_the_checkpoint_sta
     assert_same_tensors(final_state(out), final_state(runs.first))
 
 
-@pytest.mark.parametrize("prec, advice", [
-    ("fp16", "TRAINER.COOP.PREC is fp16, whose narrow range is the usual cause: rerun with TRAINER.COOP.PREC fp32 "
-             "(or amp)"),
-    ("amp", "TRAINER.COOP.PREC is amp: rerun with TRAINER.COOP.PREC fp32"),
-    ("fp32", "TRAINER.COOP.PREC is already fp32"),
-])
+@pytest.mark.parametrize(
+    "prec, advice",
+    [
+        (
+            "fp16",
+            "TRAINER.COOP.PREC is fp16, whose narrow range is the usual cause: rerun with TRAINER.COOP.PREC fp32 "
+            "(or amp)",
+        ),
+        ("amp", "TRAINER.COOP.PREC is amp: rerun with TRAINER.COOP.PREC fp32"),
+        ("fp32", "TRAINER.COOP.PREC is already fp32"),
+    ],
+)
 def test_non_finite_loss_advice_follows_the_precision_in_effect(prec, advice):
     assert non_finite_loss_advice("TRAINER.COOP.PREC", prec).startswith(advice)
 
@@ -426,15 +487,18 @@ def test_two_runs_with_the_same_seed_write_identical_results_apart_from_timing(r
 # --------------------------------------------------------------------------- 5. safe loading
 
 # torch.load calls allowed without weights_only=True: the restricted-unpickler loader of Dassl-format files.
-UNPICKLING_ALLOWED = {("anchoropt/method/legacy_checkpoint.py", "load_legacy_checkpoint")}
+UNPICKLING_ALLOWED = {("anchoropt/method/official_checkpoint.py", "load_official_checkpoint")}
 # torch.jit.load reads OpenAI's released CLIP weights (TorchScript archives), which have no other format.
 JIT_LOAD_ALLOWED = {("anchoropt/backbone/loading.py", "read_clip_state_dict")}
 
 
 def project_sources() -> list[Path]:
     skip = {"tests", "build", "dist", "venv", "node_modules"}
-    return sorted(p for p in Path(REPO).rglob("*.py")
-                  if not any(part in skip or part.startswith(".") for part in p.relative_to(REPO).parts))
+    return sorted(
+        p
+        for p in Path(REPO).rglob("*.py")
+        if not any(part in skip or part.startswith(".") for part in p.relative_to(REPO).parts)
+    )
 
 
 def dotted(node: ast.AST) -> str:
@@ -490,8 +554,9 @@ def test_every_torch_load_uses_weights_only_or_the_allow_listed_loader():
     assert not offenders, "\n".join(offenders)
     # The scan sees the real loaders (so it would see a new one), and the allowed one is restricted.
     assert ("anchoropt/engine/checkpoint.py", "load_checkpoint", "torch.load") in seen
-    (legacy,) = [c for f, n, c in loading_calls(Path(REPO, "anchoropt/method/legacy_checkpoint.py"))
-                 if n == "torch.load"]
+    (legacy,) = [
+        c for f, n, c in loading_calls(Path(REPO, "anchoropt/method/official_checkpoint.py")) if n == "torch.load"
+    ]
     assert any(k.arg == "pickle_module" for k in legacy.keywords)
 
 
@@ -513,8 +578,12 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_never_runs(env, anchor_
     poisoned = model_dir / MODEL / f"model.pth.tar-{EPOCHS}"
     torch.save({**good, "scheduler": _Payload(marker)}, poisoned)  # Dassl-style: an object next to the weights
     (model_dir / MODEL / "checkpoint").write_text(poisoned.name + "\n")
-    args = stage2_args(env, anchor_file, tmp_path / "out",
-                       flags=("--eval-only", "--model-dir", str(model_dir), "--load-epoch", str(EPOCHS)))
+    args = stage2_args(
+        env,
+        anchor_file,
+        tmp_path / "out",
+        flags=("--eval-only", "--model-dir", str(model_dir), "--load-epoch", str(EPOCHS)),
+    )
     code, stderr = cli(args, capsys)
     assert code == 2
     assert_one_line_error(stderr, f'Refusing to load "{poisoned}"', "pickled Python objects", "nothing in it was run")
@@ -534,8 +603,11 @@ def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alo
     barrier.mkdir()
     args = stage2_args(env, anchor_file, out, "OPTIM.MAX_EPOCH", "1")
     first = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, os.path.join(REPO, "train.py"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=subprocess_env(ENGINE_HERE, **{PAUSE_ENV: "1,2", PAUSE_DIR_ENV: str(barrier)}),
     )
     try:
@@ -548,8 +620,9 @@ def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alo
         assert "log.txt" in before and f"{MODEL}/checkpoint" not in before
         second = run_train_subprocess(args, engine=ENGINE_HERE, timeout=120)
         assert second.returncode == 2
-        assert_one_line_error(second.stderr, f"Another job (pid {first.pid} on ", f"is writing to {out}",
-                              "choose another --output-dir")
+        assert_one_line_error(
+            second.stderr, f"Another job (pid {first.pid} on ", f"is writing to {out}", "choose another --output-dir"
+        )
         assert snapshot(out) == before  # no log, checkpoint or results file of the second job, nothing changed
         (barrier / GO_FILE).touch()
         _, first_err = first.communicate(timeout=120)

@@ -1,4 +1,5 @@
 """anchoropt-results on a hand-made tree of results files: arithmetic, missing seeds/datasets, formats, paper."""
+
 import csv
 import io
 import json
@@ -27,16 +28,44 @@ class Tree:
         self.acc = {}  # (protocol, trainer, dataset, subsample, seed) -> accuracy
         self.rng = random.Random(0)
 
-    def add(self, protocol, trainer, dataset, subsample, seed, acc=None, config_name="vit_b16", num_shots=16,
-            backbone="ViT-B/16", kind=None):
+    def add(
+        self,
+        protocol,
+        trainer,
+        dataset,
+        subsample,
+        seed,
+        acc=None,
+        config_name="vit_b16",
+        num_shots=16,
+        backbone="ViT-B/16",
+        kind=None,
+    ):
         acc = round(self.rng.uniform(20, 99), 4) if acc is None else acc
-        folder = (self.root / protocol / (kind or subsample) / dataset / f"shots_{num_shots}" / trainer / config_name
-                  / f"seed{seed}")
+        folder = (
+            self.root
+            / protocol
+            / (kind or subsample)
+            / dataset
+            / f"shots_{num_shots}"
+            / trainer
+            / config_name
+            / f"seed{seed}"
+        )
         folder.mkdir(parents=True)
-        record = {"schema": SCHEMA, "protocol": protocol, "trainer": trainer, "dataset": dataset,
-                  "subsample": subsample, "split": "test", "num_shots": num_shots, "seed": seed,
-                  "backbone": backbone, "config_name": config_name,
-                  "metrics": {"accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc / 2}}
+        record = {
+            "schema": SCHEMA,
+            "protocol": protocol,
+            "trainer": trainer,
+            "dataset": dataset,
+            "subsample": subsample,
+            "split": "test",
+            "num_shots": num_shots,
+            "seed": seed,
+            "backbone": backbone,
+            "config_name": config_name,
+            "metrics": {"accuracy": acc, "error_rate": 100 - acc, "macro_f1": acc / 2},
+        }
         (folder / RESULTS_FILE).write_text(json.dumps(record))
         if config_name == "vit_b16" and num_shots == 16:
             self.acc[(protocol, trainer, dataset, subsample, seed)] = acc
@@ -133,16 +162,23 @@ def test_missing_seed_and_dataset_are_shown_never_averaged(tree):
 def test_side_by_side_text_row_holds_every_method(tree):
     text = render(load_report(str(tree.root)), "text")
     header = [line for line in text.splitlines() if line.startswith("Dataset")][0]
-    assert header.split() == ["Dataset"] + [w for t in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT")
-                                            for w in (t, "Base", t, "Novel", t, "HM")]
+    assert header.split() == ["Dataset"] + [
+        w for t in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT") for w in (t, "Base", t, "Novel", t, "HM")
+    ]
     row = [line for line in text.splitlines() if line.startswith("Caltech101")][0]
     expected = []
     for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
         b = tree.values("base2new", trainer, "Caltech101", "base")
         n = tree.values("base2new", trainer, "Caltech101", "new")
-        expected += [f"{statistics.mean(b):.2f}", "±", f"{statistics.pstdev(b):.2f}",
-                     f"{statistics.mean(n):.2f}", "±", f"{statistics.pstdev(n):.2f}",
-                     f"{hm(statistics.mean(b), statistics.mean(n)):.2f}"]
+        expected += [
+            f"{statistics.mean(b):.2f}",
+            "±",
+            f"{statistics.pstdev(b):.2f}",
+            f"{statistics.mean(n):.2f}",
+            "±",
+            f"{statistics.pstdev(n):.2f}",
+            f"{hm(statistics.mean(b), statistics.mean(n)):.2f}",
+        ]
     assert row.split() == ["Caltech101"] + expected
 
 
@@ -153,8 +189,9 @@ def test_cross_dataset_and_dg_tables(tree):
     src = tree.values("cross_dataset", "ZeroshotCLIP", "ImageNet", "all")
     assert zs["datasets"][0]["role"] == "source"
     assert zs["datasets"][0]["accuracy"]["mean"] == pytest.approx(statistics.mean(src))
-    target_means = [statistics.mean(tree.values("cross_dataset", "ZeroshotCLIP", d, "all"))
-                    for d in paper.CROSS_DATASET_TARGETS]
+    target_means = [
+        statistics.mean(tree.values("cross_dataset", "ZeroshotCLIP", d, "all")) for d in paper.CROSS_DATASET_TARGETS
+    ]
     assert zs["average"]["accuracy"] == pytest.approx(statistics.mean(target_means))  # source not in the average
     coop = method(data, "cross_dataset", "CoOp")
     assert coop["average"]["accuracy"] is None and coop["average"]["datasets_complete"] == 9
@@ -203,8 +240,11 @@ def test_formats_parse_and_agree(tree):
     for protocol, n in per_method.items():
         methods = {r["method"] for r in rows if r["protocol"] == protocol}
         assert len([r for r in rows if r["protocol"] == protocol]) == n * len(methods)
-    (cell,) = [r for r in rows if (r["protocol"], r["method"], r["dataset"], r["metric"]) ==
-               ("base2new", "CoOp", "OxfordPets", "novel")]
+    (cell,) = [
+        r
+        for r in rows
+        if (r["protocol"], r["method"], r["dataset"], r["metric"]) == ("base2new", "CoOp", "OxfordPets", "novel")
+    ]
     values = tree.values("base2new", "CoOp", "OxfordPets", "new")
     assert float(cell["mean"]) == pytest.approx(statistics.mean(values))
     assert (cell["seeds_present"], cell["complete"], cell["paper"]) == ("3", "True", "95.29")
@@ -257,16 +297,43 @@ def test_unusable_files_are_reported_not_tabulated(tree):
 
 
 def test_reads_records_written_by_the_trainers(tmp_path):
-    cfg = build_config(opts=["TRAINER.NAME", "CoOp", "DATASET.NAME", "OxfordPets", "DATASET.SUBSAMPLE_CLASSES", "new",
-                             "SEED", "2", "RUN.PROTOCOL", "base2new",
-                             "RUN.CONFIG_FILE", "configs/trainers/CoOp/vit_b16.yaml"])
-    record = build_record(cfg, "test", {"accuracy": 61.25, "error_rate": 38.75, "macro_f1": 60.0}, engine="builtin",
-                          num_classes=2, num_samples=6, wall_time_s=1.0)
+    cfg = build_config(
+        opts=[
+            "TRAINER.NAME",
+            "CoOp",
+            "DATASET.NAME",
+            "OxfordPets",
+            "DATASET.SUBSAMPLE_CLASSES",
+            "new",
+            "SEED",
+            "2",
+            "RUN.PROTOCOL",
+            "base2new",
+            "RUN.CONFIG_FILE",
+            "configs/trainers/CoOp/vit_b16.yaml",
+        ]
+    )
+    record = build_record(
+        cfg,
+        "test",
+        {"accuracy": 61.25, "error_rate": 38.75, "macro_f1": 60.0},
+        engine="builtin",
+        num_classes=2,
+        num_samples=6,
+        wall_time_s=1.0,
+    )
     path = tmp_path / RESULTS_FILE
     path.write_text(json.dumps(record))
     r = read_result(str(path))
     assert (r.protocol, r.method.trainer, r.method.config_name, r.dataset, r.subsample, r.seed, r.accuracy) == (
-        "base2new", "CoOp", "vit_b16", "OxfordPets", "new", 2, 61.25)
+        "base2new",
+        "CoOp",
+        "vit_b16",
+        "OxfordPets",
+        "new",
+        2,
+        61.25,
+    )
 
 
 def test_published_numbers_are_self_consistent():
@@ -279,8 +346,10 @@ def test_published_numbers_are_self_consistent():
         assert (b, n) == pytest.approx(paper.BASE2NEW_AVERAGE[name][:2], abs=0.006)
     for r in paper.BASE2NEW_AVERAGE.values():
         assert hm(r.base, r.novel) == pytest.approx(r.hm, abs=0.006)
-    for table, targets in ((paper.CROSS_DATASET, paper.CROSS_DATASET_TARGETS),
-                           (paper.DOMAIN_GENERALIZATION, paper.DG_TARGETS)):
+    for table, targets in (
+        (paper.CROSS_DATASET, paper.CROSS_DATASET_TARGETS),
+        (paper.DOMAIN_GENERALIZATION, paper.DG_TARGETS),
+    ):
         for row in table.values():
             assert statistics.mean(row[d] for d in targets) == pytest.approx(row[paper.AVERAGE], abs=0.006)
 

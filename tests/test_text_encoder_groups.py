@@ -1,4 +1,5 @@
 """Prompts of different lengths are encoded in length groups: exact, and fewer positions run."""
+
 from __future__ import annotations
 
 import random
@@ -89,7 +90,11 @@ def test_deep_prompted_text_is_exact_in_groups(deep_clip):
     with torch.no_grad():
         prompts = learner.text_prompts()
         grouped = model.text_encoder(prompts.embeds, prompts.eot_index, prompts.length, prompts.deep)
-        one_by_one = torch.cat([model.text_encoder(prompts.embeds[i:i + 1], prompts.eot_index[i:i + 1], None, prompts.deep)
-                                for i in range(len(names))])
+        one_by_one = torch.cat(
+            [
+                model.text_encoder(prompts.embeds[i : i + 1], prompts.eot_index[i : i + 1], None, prompts.deep)
+                for i in range(len(names))
+            ]
+        )
     assert len(length_groups(prompts.eot_index.tolist())) >= 2
     assert torch.allclose(grouped, one_by_one, atol=1e-5, rtol=0)

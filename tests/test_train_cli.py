@@ -1,4 +1,5 @@
 """train.py's command line: CoOp's flags, clear one-line errors, one job per output directory."""
+
 import os
 import subprocess
 import sys
@@ -15,11 +16,31 @@ TOY = ["--plugin", "tests.support.toy_plugin"]
 
 
 def test_seed_zero_is_honoured_and_flags_map_to_config():
-    args = build_parser().parse_args(["--seed", "0", "--root", "/d", "--trainer", "CoOp", "--backbone", "ViT-B/32",
-                                      "--output-dir", "/o", "DATASET.NUM_SHOTS", "4"])
+    args = build_parser().parse_args(
+        [
+            "--seed",
+            "0",
+            "--root",
+            "/d",
+            "--trainer",
+            "CoOp",
+            "--backbone",
+            "ViT-B/32",
+            "--output-dir",
+            "/o",
+            "DATASET.NUM_SHOTS",
+            "4",
+        ]
+    )
     cfg = setup_cfg(args)
-    assert (cfg.SEED, cfg.DATASET.ROOT, cfg.TRAINER.NAME, cfg.MODEL.BACKBONE.NAME, cfg.OUTPUT_DIR,
-            cfg.DATASET.NUM_SHOTS) == (0, "/d", "CoOp", "ViT-B/32", "/o", 4)
+    assert (
+        cfg.SEED,
+        cfg.DATASET.ROOT,
+        cfg.TRAINER.NAME,
+        cfg.MODEL.BACKBONE.NAME,
+        cfg.OUTPUT_DIR,
+        cfg.DATASET.NUM_SHOTS,
+    ) == (0, "/d", "CoOp", "ViT-B/32", "/o", 4)
     assert setup_cfg(build_parser().parse_args([])).SEED == -1
 
 
@@ -55,10 +76,13 @@ def test_second_job_on_same_output_dir_is_refused(tmp_path):
 
 
 def test_lock_of_a_killed_job_does_not_block(tmp_path):
-    code = ("import sys, time; from anchoropt.cli.output_lock import OutputDirLock; "
-            f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                              text=True)
+    code = (
+        "import sys, time; from anchoropt.cli.output_lock import OutputDirLock; "
+        f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OutputDirBusy, match=f"pid {holder.pid}"):

@@ -3,6 +3,7 @@
 Key names of the published scripts are kept; precision comes from each
 baseline's own node (``TRAINER.COOP.PREC``, ``TRAINER.MAPLE.PREC``, ...).
 """
+
 from yacs.config import CfgNode as CN
 
 from anchoropt.config import register_config_node

@@ -10,6 +10,7 @@ the loader would. The result is written to ``OUTPUT_DIR/anchor.pth`` (Stage II's
 Evaluation (``--eval-only --model-dir``) is anchor-only zero-shot classification with
 "[A] of <class>."; the model directory may be a Stage I output directory or a released anchor.
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -25,11 +26,11 @@ from anchoropt.engine.checkpoint import BEST_NAME
 from anchoropt.errors import ConfigError
 from anchoropt.method.anchor_checkpoint import ANCHOR_FILE_NAME, load_anchor, save_anchor
 from anchoropt.method.anchor_tokens import format_nearest_tokens, nearest_tokens_record, nearest_vocabulary_tokens
-from anchoropt.method.descriptions import default_descriptions_path, load_descriptions
-from anchoropt.models.anchor_stage1 import AnchorPromptLearner, description_mse, encode_descriptions
+from anchoropt.method.descriptions import default_descriptions_path, encode_descriptions, load_descriptions
+from anchoropt.method.losses import description_mse
+from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.coop import PromptedCLIP
-from trainers.base import ClipTrainer
-from trainers.coop import TextFeatureCache
+from trainers.base import ClipTrainer, TextFeatureCache
 
 NEAREST_TOKENS = 5
 
@@ -45,13 +46,20 @@ class StageISettings:
     @classmethod
     def from_cfg(cls, cfg: Any) -> "StageISettings":
         c = cfg.TRAINER.ANCHOROPT
-        settings = cls(int(c.ANCHOR_LEN), float(c.ANCHOR_MSE_WEIGHT), float(c.ANCHOR_CE_WEIGHT),
-                       int(c.MAX_TEMPLATE_LENGTH), str(c.DESCRIPTIONS))
+        settings = cls(
+            int(c.ANCHOR_LEN),
+            float(c.ANCHOR_MSE_WEIGHT),
+            float(c.ANCHOR_CE_WEIGHT),
+            int(c.MAX_TEMPLATE_LENGTH),
+            str(c.DESCRIPTIONS),
+        )
         for key, value in (("ANCHOR_MSE_WEIGHT", settings.mse_weight), ("ANCHOR_CE_WEIGHT", settings.ce_weight)):
             if value < 0:
                 raise ConfigError(f"TRAINER.ANCHOROPT.{key} must be >= 0, got {value}")
         if settings.mse_weight == 0 and settings.ce_weight == 0:
-            raise ConfigError("TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT and ANCHOR_CE_WEIGHT are both 0: there is nothing to train")
+            raise ConfigError(
+                "TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT and ANCHOR_CE_WEIGHT are both 0: there is nothing to train"
+            )
         return settings
 
     @property
@@ -108,8 +116,10 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         start = time.time()
         with self.autocast():
             self.description_features = encode_descriptions(self.model.text_encoder, descriptions)
-        print(f"Encoded {self.description_features.features.shape[0]} descriptions of {len(descriptions)} classes "
-              f"from {path} ({time.time() - start:.1f}s, once)")
+        print(
+            f"Encoded {self.description_features.features.shape[0]} descriptions of {len(descriptions)} classes "
+            f"from {path} ({time.time() - start:.1f}s, once)"
+        )
 
     # ---- training -----------------------------------------------------------------------
     def before_train(self) -> None:
@@ -118,8 +128,10 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         if self.stage1.mse_weight > 0:
             self.encode_class_descriptions()
         if not self.stage1.uses_images:
-            print("ANCHOR_CE_WEIGHT is 0: training images are neither loaded nor encoded "
-                  f"({len(self.train_loader_x)} optimizer steps per epoch, as over the training loader)")
+            print(
+                "ANCHOR_CE_WEIGHT is 0: training images are neither loaded nor encoded "
+                f"({len(self.train_loader_x)} optimizer steps per epoch, as over the training loader)"
+            )
         super().before_train()
 
     def run_epoch(self) -> None:
@@ -134,8 +146,10 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         for self.batch_idx in range(self.num_batches):
             averages.update(self.forward_backward(None))
             if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
-                print(f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
-                      f"{averages} lr {self.get_current_lr():.4e}")
+                print(
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
+                    f"{averages} lr {self.get_current_lr():.4e}"
+                )
 
     def forward_backward(self, batch: dict | None) -> dict:
         """One step; `batch` is None when the loss needs no images (ANCHOR_CE_WEIGHT 0)."""
@@ -169,15 +183,26 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     def anchor_settings(self) -> dict:
         cfg = self.cfg
         return {
-            "anchor_len": self.stage1.anchor_len, "mse_weight": self.stage1.mse_weight, "ce_weight": self.stage1.ce_weight,
-            "max_template_length": self.stage1.max_per_class, "descriptions": self.descriptions_path(),
-            "dataset": cfg.DATASET.NAME, "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES, "seed": cfg.SEED,
-            "backbone": cfg.MODEL.BACKBONE.NAME, "max_epoch": cfg.OPTIM.MAX_EPOCH, "trainer": cfg.TRAINER.NAME,
+            "anchor_len": self.stage1.anchor_len,
+            "mse_weight": self.stage1.mse_weight,
+            "ce_weight": self.stage1.ce_weight,
+            "max_template_length": self.stage1.max_per_class,
+            "descriptions": self.descriptions_path(),
+            "dataset": cfg.DATASET.NAME,
+            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "seed": cfg.SEED,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "max_epoch": cfg.OPTIM.MAX_EPOCH,
+            "trainer": cfg.TRAINER.NAME,
         }
 
     def export_anchor(self) -> str:
-        path = save_anchor(osp.join(self.output_dir, ANCHOR_FILE_NAME), self.anchor, self.trained_classnames or [],
-                           self.anchor_settings())
+        path = save_anchor(
+            osp.join(self.output_dir, ANCHOR_FILE_NAME),
+            self.anchor,
+            self.trained_classnames or [],
+            self.anchor_settings(),
+        )
         print(f"Anchor written to {path} (Stage II: TRAINER.ANCHOROPT.ANCHOR_PATH {path})")
         self.print_nearest_tokens()
         return str(path)
@@ -206,8 +231,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         self.print_nearest_tokens()
 
     def checkpoint_extras(self, name: str) -> dict:
-        return {"anchoropt": {"trained_classnames": list(self.trained_classnames or []),
-                              "anchor_len": self.stage1.anchor_len}}
+        return {
+            "anchoropt": {
+                "trained_classnames": list(self.trained_classnames or []),
+                "anchor_len": self.stage1.anchor_len,
+            }
+        }
 
     def on_checkpoint_loaded(self, name: str, checkpoint: dict) -> None:
         trained = (checkpoint.get("anchoropt") or {}).get("trained_classnames")
@@ -218,9 +247,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     def results_extras(self) -> dict:
         return {
             "scoring": {"mode": "anchor", "num_classes": len(self.classnames), "anchor_classes": len(self.classnames)},
-            "anchor": {"source": self.anchor_origin, "anchor_len": self.stage1.anchor_len,
-                       "trained_classes": len(self.trained_classnames or []),
-                       "nearest_tokens": nearest_tokens_record(self.nearest_tokens())},
+            "anchor": {
+                "source": self.anchor_origin,
+                "anchor_len": self.stage1.anchor_len,
+                "trained_classes": len(self.trained_classnames or []),
+                "nearest_tokens": nearest_tokens_record(self.nearest_tokens()),
+            },
         }
 
 

@@ -7,6 +7,7 @@ evaluation with a per-evaluation cache hook, and a results file per
 evaluation. Subclasses implement the Dassl contract: ``build_model``,
 ``forward_backward`` and ``model_inference``.
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -148,10 +149,31 @@ class ClipTrainer(TrainerX):
 
     def write_results(self, split: str, metrics: dict, num_samples: int) -> str:
         record = build_record(
-            self.cfg, split, metrics, engine=engine_description(), num_classes=self.num_classes,
-            num_samples=num_samples, wall_time_s=time.time() - self._created_at, extra=self.results_extras(),
+            self.cfg,
+            split,
+            metrics,
+            engine=engine_description(),
+            num_classes=self.num_classes,
+            num_samples=num_samples,
+            wall_time_s=time.time() - self._created_at,
+            extra=self.results_extras(),
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)
         print(f"Results written to {path}")
         return path
+
+
+class TextFeatureCache:
+    """Mixin: encode the class prompts once per evaluation (they are fixed in eval mode)."""
+
+    _eval_text_features = None
+
+    def before_evaluation(self) -> None:
+        self._eval_text_features = self.model.text_features()
+
+    def after_evaluation(self) -> None:
+        self._eval_text_features = None
+
+    def model_inference(self, image):
+        return self.model(image, self._eval_text_features)

@@ -1,4 +1,5 @@
 """CoCoOp (Zhou et al., CVPR 2022): conditional context, one set of prompts per image."""
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN

@@ -3,14 +3,15 @@
 Registered under the official name ``CoCoOp_AnchorOPT``. Settings: ``TRAINER.ANCHOROPT.*``
 (N_CTX, CTX_INIT, ANCHOR_LEN, POSITION_MODE, loss weights, LEGACY, ...); precision:
 ``TRAINER.COCOOP.PREC``. ``TRAINER.COCOOP.{N_CTX, CTX_INIT}`` are not used. Training, loss,
-scoring and checkpoints are the shared Stage II logic (`trainers.anchoropt_common`).
+scoring and checkpoints are the shared Stage II logic (`trainers.anchoropt_stage2`).
 """
+
 from __future__ import annotations
 
 from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.cocoop_anchoropt import CoCoOpAnchorOPTCLIP, CoCoOpAnchorOPTPromptLearner
 from trainers import cocoop  # noqa: F401  (registers TRAINER.COCOOP)
-from trainers.anchoropt_common import AnchorOPTStageII
+from trainers.anchoropt_stage2 import AnchorOPTStageII
 from trainers.base import ClipTrainer
 
 

@@ -1,4 +1,5 @@
 """CoOp (Zhou et al., IJCV 2022): learnable context vectors for CLIP's text prompt."""
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN
@@ -6,7 +7,7 @@ from yacs.config import CfgNode as CN
 from anchoropt.config import register_config_node
 from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.coop import CoOpPromptLearner, PromptedCLIP
-from trainers.base import ClipTrainer
+from trainers.base import ClipTrainer, TextFeatureCache
 
 
 @register_config_node
@@ -19,21 +20,6 @@ def add_coop_config(cfg) -> None:
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
 
-class TextFeatureCache:
-    """Mixin: encode the class prompts once per evaluation (they are fixed in eval mode)."""
-
-    _eval_text_features = None
-
-    def before_evaluation(self) -> None:
-        self._eval_text_features = self.model.text_features()
-
-    def after_evaluation(self) -> None:
-        self._eval_text_features = None
-
-    def model_inference(self, image):
-        return self.model(image, self._eval_text_features)
-
-
 @TRAINER_REGISTRY.register()
 class CoOp(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
@@ -42,7 +28,8 @@ class CoOp(TextFeatureCache, ClipTrainer):
         cfg = self.cfg.TRAINER.COOP
         clip_model = self.load_clip()
         print("Building custom CLIP")
-        learner = CoOpPromptLearner(clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.CSC,
-                                    cfg.CLASS_TOKEN_POSITION)
+        learner = CoOpPromptLearner(
+            clip_model, self.classnames, cfg.N_CTX, cfg.CTX_INIT, cfg.CSC, cfg.CLASS_TOKEN_POSITION
+        )
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
         self.register_learner(self.model.prompt_learner)

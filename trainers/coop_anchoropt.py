@@ -4,12 +4,14 @@ Registered under the official name ``CoOp_AnchorOPT``. Settings: ``TRAINER.ANCHO
 precision: ``TRAINER.COOP.PREC``. The Stage I anchor comes from ``TRAINER.ANCHOROPT.ANCHOR_PATH``
 and is stored in this trainer's checkpoints.
 """
+
 from __future__ import annotations
 
 from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.errors import ConfigError
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
-from trainers.anchoropt_common import AnchorOPTStageII
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
+from trainers.anchoropt_stage2 import AnchorOPTStageII
 from trainers.base import ClipTrainer
 
 
@@ -20,12 +22,16 @@ class CoOp_AnchorOPT(AnchorOPTStageII, ClipTrainer):
     def build_model(self) -> None:
         coop = self.cfg.TRAINER.COOP
         if coop.CSC:
-            raise ConfigError("TRAINER.COOP.CSC True is not supported by CoOp_AnchorOPT (one context shared by all classes)")
+            raise ConfigError(
+                "TRAINER.COOP.CSC True is not supported by CoOp_AnchorOPT (one context shared by all classes)"
+            )
         if coop.CLASS_TOKEN_POSITION != "end":
-            raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION={coop.CLASS_TOKEN_POSITION!r} is not supported by "
-                              "CoOp_AnchorOPT: the class name follows the arranged context ('end')")
+            raise ConfigError(
+                f"TRAINER.COOP.CLASS_TOKEN_POSITION={coop.CLASS_TOKEN_POSITION!r} is not supported by "
+                "CoOp_AnchorOPT: the class name follows the arranged context ('end')"
+            )
         clip_model = self.load_clip()
         anchor = self.initial_anchor(clip_model.token_embedding.weight.shape[1])
         print("Building CoOp + AnchorOPT")
         learner = AnchorOPTPromptLearner(clip_model, self.classnames, anchor=anchor, **self.learner_options())
-        self.setup_anchoropt(AnchorOPTCLIP(clip_model, learner))
+        self.setup_anchoropt(CoOpAnchorOPTCLIP(clip_model, learner))

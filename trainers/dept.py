@@ -5,6 +5,7 @@ PREC}``); the head is ``TRAINER.LINEAR_PROBE.{TYPE, WEIGHT, TEST_TIME_FUSION}`` 
 ``TRAINER.FILM.LINEAR_PROBE`` (the official key names). The prompt, the head and both FiLM
 transforms form the one registered module, so all of them are saved and reloaded.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,8 @@ from yacs.config import CfgNode as CN
 
 from anchoropt.config import register_config_node
 from anchoropt.engine import TRAINER_REGISTRY
-from anchoropt.models.dept import DePTCLIP, DePTPromptLearner, DePTSettings, dept_loss, fuse_logits, head_columns
+from anchoropt.method.losses import dept_loss
+from anchoropt.models.dept import DePTCLIP, DePTPromptLearner, DePTSettings, fuse_logits, head_columns
 from trainers import coop  # noqa: F401  (registers TRAINER.COOP)
 from trainers.base import ClipTrainer
 
@@ -54,9 +56,14 @@ class DePTHeadTrainer:
         """DePT settings and how many classes the head scores (for results files)."""
         with_head = int((columns >= 0).sum()) if columns is not None else 0
         total = int(columns.numel()) if columns is not None else 0
-        return {"head_type": self.dept.head_type, "weight": self.dept.weight,
-                "test_time_fusion": self.dept.test_time_fusion, "film": self.dept.film,
-                "head_classes": with_head, "similarity_only_classes": total - with_head}
+        return {
+            "head_type": self.dept.head_type,
+            "weight": self.dept.weight,
+            "test_time_fusion": self.dept.test_time_fusion,
+            "film": self.dept.film,
+            "head_classes": with_head,
+            "similarity_only_classes": total - with_head,
+        }
 
 
 @TRAINER_REGISTRY.register()
@@ -71,8 +78,15 @@ class DePT(DePTHeadTrainer, ClipTrainer):
         coop_cfg = self.cfg.TRAINER.COOP
         clip_model = self.load_clip()
         print("Building DePT (CoOp prompts, FiLM and classification head)")
-        learner = DePTPromptLearner(clip_model, self.classnames, coop_cfg.N_CTX, coop_cfg.CTX_INIT, coop_cfg.CSC,
-                                    coop_cfg.CLASS_TOKEN_POSITION, **self.dept.head_options())
+        learner = DePTPromptLearner(
+            clip_model,
+            self.classnames,
+            coop_cfg.N_CTX,
+            coop_cfg.CTX_INIT,
+            coop_cfg.CSC,
+            coop_cfg.CLASS_TOKEN_POSITION,
+            **self.dept.head_options(),
+        )
         self.model = DePTCLIP(clip_model, learner).to(self.device)
         self.register_learner(self.model.prompt_learner, self.LEARNER_NAME)
 
@@ -87,8 +101,11 @@ class DePT(DePTHeadTrainer, ClipTrainer):
             loss, parts = dept_loss(out.sim, label, out.head, out.head_labels, self.dept.weight)
         self.optimize(loss)
         self.step_lr_if_epoch_done()
-        return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()},
-                "acc": (out.sim.argmax(1) == label).float().mean().item() * 100}
+        return {
+            "loss": loss.item(),
+            **{k: float(v) for k, v in parts.items()},
+            "acc": (out.sim.argmax(1) == label).float().mean().item() * 100,
+        }
 
     # ---- evaluation: text features once; head on trained classes, similarity on the others ----
     def before_evaluation(self) -> None:
@@ -96,8 +113,10 @@ class DePT(DePTHeadTrainer, ClipTrainer):
             print("Trained classes unknown: every class is scored by similarity alone")
         columns = head_columns(self.classnames, self.trained_classnames)
         self._last_columns = columns
-        self._eval = {"text": self.model.raw_text_features(),
-                      "columns": columns.to(self.device) if bool((columns >= 0).any()) else None}
+        self._eval = {
+            "text": self.model.raw_text_features(),
+            "columns": columns.to(self.device) if bool((columns >= 0).any()) else None,
+        }
 
     def after_evaluation(self) -> None:
         self._eval = None
@@ -108,8 +127,10 @@ class DePT(DePTHeadTrainer, ClipTrainer):
         return out.sim if columns is None else fuse_logits(out.sim, out.head, columns, self.dept)
 
     def results_extras(self) -> dict:
-        return {EXTRAS_KEY: self.head_summary(self._last_columns),
-                "trained_classes": len(self.trained_classnames or [])}
+        return {
+            EXTRAS_KEY: self.head_summary(self._last_columns),
+            "trained_classes": len(self.trained_classnames or []),
+        }
 
     # ---- checkpoints: the head's rows belong to the trained class names ----
     def checkpoint_extras(self, name: str) -> dict:

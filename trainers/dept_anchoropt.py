@@ -8,6 +8,7 @@ Loss: ``λ₁·[(1 − w)·CE(z_n) + w·CE(head)]`` (+ ``λ₂``·KD as in the o
 ``KD_WEIGHT`` > 0; the published DePT + AnchorOPT has none, its configs set 0). Scoring per
 class: trained classes ``(1 − w)·z_n + w·head``; other classes ``(z_n + z_a)/2``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,10 +16,10 @@ from typing import Any
 import torch
 
 from anchoropt.engine import TRAINER_REGISTRY
-from anchoropt.method.losses import anchoropt_loss
-from anchoropt.models.dept import dept_loss, fuse_logits, head_columns
+from anchoropt.method.losses import anchoropt_loss, dept_loss
+from anchoropt.models.dept import fuse_logits, head_columns
 from anchoropt.models.dept_anchoropt import DePTAnchorOPTCLIP, DePTAnchorOPTPromptLearner
-from trainers.anchoropt_common import AnchorOPTStageII
+from trainers.anchoropt_stage2 import AnchorOPTStageII
 from trainers.base import ClipTrainer
 from trainers.dept import EXTRAS_KEY, DePTHeadTrainer
 
@@ -34,12 +35,15 @@ class DePT_AnchorOPT(DePTHeadTrainer, AnchorOPTStageII, ClipTrainer):
         clip_model = self.load_clip()
         anchor = self.initial_anchor(clip_model.token_embedding.weight.shape[1])
         print("Building DePT + AnchorOPT")
-        learner = DePTAnchorOPTPromptLearner(clip_model, self.classnames, anchor=anchor, **self.dept.head_options(),
-                                             **self.learner_options())
+        learner = DePTAnchorOPTPromptLearner(
+            clip_model, self.classnames, anchor=anchor, **self.dept.head_options(), **self.learner_options()
+        )
         self.setup_anchoropt(DePTAnchorOPTCLIP(clip_model, learner))
-        if self.anchoropt.kd_weight > 0:
-            print(f"Note: distillation is on (TRAINER.ANCHOROPT.KD_WEIGHT={self.anchoropt.kd_weight}); the published "
-                  "DePT + AnchorOPT has no distillation term (KD_WEIGHT 0)")
+        if self.stage2.kd_weight > 0:
+            print(
+                f"Note: distillation is on (TRAINER.ANCHOROPT.KD_WEIGHT={self.stage2.kd_weight}); the published "
+                "DePT + AnchorOPT has no distillation term (KD_WEIGHT 0)"
+            )
 
     # ---- training ----
     def stage2_outputs(self, image: torch.Tensor, label: torch.Tensor, anchor_text: torch.Tensor | None):
@@ -47,12 +51,18 @@ class DePT_AnchorOPT(DePTHeadTrainer, AnchorOPTStageII, ClipTrainer):
         anchor = self.model.anchor_logits(out.image_features, anchor_text)
         return out.sim, anchor, {"head_logits": out.head, "head_labels": out.head_labels}
 
-    def stage2_loss(self, normal: torch.Tensor, anchor: torch.Tensor | None, label: torch.Tensor,
-                    head_logits: torch.Tensor | None = None, head_labels: torch.Tensor | None = None):
+    def stage2_loss(
+        self,
+        normal: torch.Tensor,
+        anchor: torch.Tensor | None,
+        label: torch.Tensor,
+        head_logits: torch.Tensor | None = None,
+        head_labels: torch.Tensor | None = None,
+    ):
         """λ₁·DePT loss + λ₂·KD (the shared distillation term; 0 when KD_WEIGHT is 0)."""
         if head_logits is None or head_labels is None:
             raise ValueError("DePT_AnchorOPT's loss needs the head logits and labels (see stage2_outputs)")
-        s = self.anchoropt
+        s = self.stage2
         task, parts = dept_loss(normal, label, head_logits, head_labels, self.dept.weight)
         distill, kd_parts = anchoropt_loss(normal, anchor, label, 0.0, s.kd_weight, s.kd_temperature)
         return s.ce_weight * task + distill, {**parts, "kd": kd_parts["kd"]}

@@ -1,4 +1,5 @@
 """MaPLe (Khattak et al., CVPR 2023): multi-modal deep prompt learning for CLIP."""
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN
@@ -6,8 +7,7 @@ from yacs.config import CfgNode as CN
 from anchoropt.config import register_config_node
 from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.maple import MaPLeCLIP, MaPLePromptLearner
-from trainers.base import ClipTrainer
-from trainers.coop import TextFeatureCache
+from trainers.base import ClipTrainer, TextFeatureCache
 
 
 @register_config_node

@@ -4,14 +4,15 @@ Settings: ``TRAINER.ANCHOROPT.*`` (N_CTX, ANCHOR_LEN, POSITION_MODE, loss weight
 prompt depth and precision: ``TRAINER.MAPLE.{PROMPT_DEPTH, PREC}``. The context V starts from
 ``TRAINER.ANCHOROPT.CTX_INIT`` (random when empty, as in the official code);
 ``TRAINER.MAPLE.{N_CTX, CTX_INIT}`` are not used. Training, loss, scoring and checkpoints are
-the shared Stage II logic (`trainers.anchoropt_common`).
+the shared Stage II logic (`trainers.anchoropt_stage2`).
 """
+
 from __future__ import annotations
 
 from anchoropt.engine import TRAINER_REGISTRY
 from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP, MaPLeAnchorOPTPromptLearner
 from trainers import maple  # noqa: F401  (registers TRAINER.MAPLE)
-from trainers.anchoropt_common import AnchorOPTStageII
+from trainers.anchoropt_stage2 import AnchorOPTStageII
 from trainers.base import ClipTrainer
 
 
@@ -23,7 +24,11 @@ class MaPLe_AnchorOPT(AnchorOPTStageII, ClipTrainer):
         clip_model = self.load_clip()
         anchor = self.initial_anchor(clip_model.token_embedding.weight.shape[1])
         print("Building MaPLe + AnchorOPT")
-        learner = MaPLeAnchorOPTPromptLearner(clip_model, self.classnames, anchor=anchor,
-                                              prompt_depth=self.cfg.TRAINER.MAPLE.PROMPT_DEPTH,
-                                              **self.learner_options())
+        learner = MaPLeAnchorOPTPromptLearner(
+            clip_model,
+            self.classnames,
+            anchor=anchor,
+            prompt_depth=self.cfg.TRAINER.MAPLE.PROMPT_DEPTH,
+            **self.learner_options(),
+        )
         self.setup_anchoropt(MaPLeAnchorOPTCLIP(clip_model, learner))

@@ -1,4 +1,5 @@
 """Zero-shot CLIP baselines: one hand-written template per dataset, or a prompt ensemble."""
+
 from __future__ import annotations
 
 from anchoropt.backbone import TextEncoder

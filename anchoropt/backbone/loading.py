@@ -13,8 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 import clip
+import torch
 from clip.model import CLIP, build_model
 
 from anchoropt.errors import CheckpointError, ConfigError
@@ -47,9 +47,7 @@ def cached_weights_path(name: str, download_root: str | None = None) -> str:
     """Where the `clip` package keeps the weights of backbone `name`."""
     models = clip.clip._MODELS
     if name not in models:
-        raise ConfigError(
-            f"Unknown CLIP backbone {NAME_KEY}={name!r}; available: {', '.join(models)}"
-        )
+        raise ConfigError(f"Unknown CLIP backbone {NAME_KEY}={name!r}; available: {', '.join(models)}")
     return os.path.join(download_root or default_cache_dir(), os.path.basename(models[name]))
 
 
@@ -145,9 +143,7 @@ def _check_clip_state_dict(state_dict: object, file: str) -> None:
     has_visual = any(str(k).startswith("visual.") for k in state_dict)
     if missing or not has_visual:
         missing += [] if has_visual else ["visual.*"]
-        raise CheckpointError(
-            f"CLIP weights file {file} is not a CLIP state dict: missing {', '.join(missing)}"
-        )
+        raise CheckpointError(f"CLIP weights file {file} is not a CLIP state dict: missing {', '.join(missing)}")
 
 
 def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], source: str = "<state dict>") -> CLIP:
@@ -177,8 +173,7 @@ def check_input_size(clip_model: CLIP, input_size: int | Sequence[int]) -> None:
     sizes = [int(input_size)] if isinstance(input_size, int) else [int(s) for s in input_size]
     if not sizes or any(s != expected for s in sizes):
         raise ConfigError(
-            f"INPUT.SIZE={tuple(sizes)} does not match the CLIP image encoder, which expects "
-            f"({expected}, {expected})"
+            f"INPUT.SIZE={tuple(sizes)} does not match the CLIP image encoder, which expects ({expected}, {expected})"
         )
 
 

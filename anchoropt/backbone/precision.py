@@ -18,8 +18,8 @@ import warnings
 from typing import ContextManager
 
 import torch
-from torch import nn
 from clip.model import convert_weights
+from torch import nn
 
 from anchoropt.errors import ConfigError
 
@@ -49,8 +49,9 @@ class Precision:
         is_cuda = self.device.type == "cuda"
 
         if prec == "fp16" and not is_cuda:
-            _warn_once(("fp16", self.device.type),
-                       f"PREC=fp16 needs a CUDA device; running in fp32 on {self.device.type}")
+            _warn_once(
+                ("fp16", self.device.type), f"PREC=fp16 needs a CUDA device; running in fp32 on {self.device.type}"
+            )
             prec = "fp32"
         self.prec = prec
 
@@ -59,8 +60,9 @@ class Precision:
             if not is_cuda:
                 self.autocast_dtype = torch.bfloat16
             elif amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
-                _warn_once(("amp-bf16", self.device.type),
-                           "bf16 autocast is not supported by this GPU; using fp16 autocast")
+                _warn_once(
+                    ("amp-bf16", self.device.type), "bf16 autocast is not supported by this GPU; using fp16 autocast"
+                )
                 self.autocast_dtype = torch.float16
             else:
                 self.autocast_dtype = AMP_DTYPES[amp_dtype]
@@ -108,8 +110,7 @@ def non_finite_loss_advice(prec_key: str, prec: str) -> str:
         return f"{prec_key} is fp16, whose narrow range is the usual cause: rerun with {prec_key} fp32 (or amp)"
     if prec == "amp":
         return f"{prec_key} is amp: rerun with {prec_key} fp32, or lower OPTIM.LR"
-    return (f"{prec_key} is already fp32 (switching to amp or fp16 will not help): lower OPTIM.LR or check the "
-            "inputs")
+    return f"{prec_key} is already fp32 (switching to amp or fp16 will not help): lower OPTIM.LR or check the inputs"
 
 
 def apply_precision(clip_model: nn.Module, prec: str, device: str | torch.device = "cpu") -> Precision:

@@ -87,8 +87,10 @@ def build_random_clip(spec: str = "tiny", seed: int = 0) -> CLIP:
 
 def save_clip_state_dict(model: CLIP, path: str | os.PathLike, half: bool = False) -> str:
     """Save `model.state_dict()` with `torch.save` (optionally in fp16, like the released weights)."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     torch.save(state, path)
     return str(path)
 

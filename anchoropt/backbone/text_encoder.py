@@ -13,8 +13,8 @@ from typing import Sequence
 import clip
 import torch
 import torch.nn.functional as F
-from torch import nn
 from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
+from torch import nn
 
 
 @functools.lru_cache(maxsize=64)
@@ -123,7 +123,7 @@ def length_groups(eot_index: Sequence[int], max_groups: int = 4, min_rows: int =
         bounds.append((cut[g][j], j))
         j = cut[g][j]
     order = sorted(range(total), key=lambda r: eot_index[r])
-    return [(order[rows_before[i]:rows_before[j]], lengths[j - 1]) for i, j in reversed(bounds)]
+    return [(order[rows_before[i] : rows_before[j]], lengths[j - 1]) for i, j in reversed(bounds)]
 
 
 class TextEncoder(nn.Module):
@@ -173,8 +173,9 @@ class TextEncoder(nn.Module):
         parts, order = [], []
         for rows, group_length in groups:
             index = torch.tensor(rows, device=embeds.device)
-            parts.append(self.encode_group(embeds.index_select(0, index), eot_index[index.to(eot_index.device)],
-                                           group_length))
+            parts.append(
+                self.encode_group(embeds.index_select(0, index), eot_index[index.to(eot_index.device)], group_length)
+            )
             order += rows
         features = torch.cat(parts)
         inverse = torch.empty(len(order), dtype=torch.long)
@@ -213,8 +214,9 @@ class TextEncoder(nn.Module):
     def encode_texts(self, texts: Sequence[str], truncate: bool = True, batch_size: int = 1024) -> torch.Tensor:
         """Features of plain sentences, tokenized once with `clip.tokenize` and encoded in batches."""
         token_ids = clip.tokenize(list(texts), context_length=self.context_length, truncate=truncate)
-        chunks = [self.encode_token_ids(token_ids[i:i + batch_size])
-                  for i in range(0, token_ids.shape[0], batch_size)]
+        chunks = [
+            self.encode_token_ids(token_ids[i : i + batch_size]) for i in range(0, token_ids.shape[0], batch_size)
+        ]
         if not chunks:
             return self.text_projection.new_zeros(0, self.text_projection.shape[1])
         return torch.cat(chunks)

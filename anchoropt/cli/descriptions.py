@@ -65,7 +65,9 @@ def fetch_bytes(url: str, timeout: float = 60.0) -> bytes:
     except urllib.error.HTTPError as error:
         raise DescriptionServiceError(f"{url} answered HTTP {error.code}", retryable=error.code >= 500) from error
     except (urllib.error.URLError, TimeoutError, OSError) as error:
-        raise DescriptionServiceError(f"cannot reach {url}: {getattr(error, 'reason', error)}", retryable=True) from error
+        raise DescriptionServiceError(
+            f"cannot reach {url}: {getattr(error, 'reason', error)}", retryable=True
+        ) from error
 
 
 def post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float = 120.0) -> dict[str, Any]:
@@ -81,9 +83,13 @@ def post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeou
             body = response.read()
     except urllib.error.HTTPError as error:
         detail = error.read()[:300].decode("utf-8", "replace")
-        raise DescriptionServiceError(f"{url} answered HTTP {error.code}: {detail}", retryable=error.code == 429 or error.code >= 500) from error
+        raise DescriptionServiceError(
+            f"{url} answered HTTP {error.code}: {detail}", retryable=error.code == 429 or error.code >= 500
+        ) from error
     except (urllib.error.URLError, TimeoutError, OSError) as error:
-        raise DescriptionServiceError(f"cannot reach {url}: {getattr(error, 'reason', error)}", retryable=True) from error
+        raise DescriptionServiceError(
+            f"cannot reach {url}: {getattr(error, 'reason', error)}", retryable=True
+        ) from error
     try:
         return json.loads(body)
     except json.JSONDecodeError as error:
@@ -109,7 +115,10 @@ def verify_published(data: bytes, source: DescriptionSource, origin: str) -> dic
     """Check downloaded bytes: exact published content, valid CuPL JSON, enough non-empty classes."""
     blob = git_blob_id(data)
     if blob != source.git_blob:
-        raise DataError(f"{origin}: content differs from the published {source.file_name} (git blob {blob}, expected {source.git_blob})")
+        raise DataError(
+            f"{origin}: content differs from the published {source.file_name} (git blob {blob}, expected "
+            f"{source.git_blob})"
+        )
     descriptions = parse_descriptions(data, origin)
     empty = [key for key, sentences in descriptions.items() if not sentences]
     if empty:
@@ -134,7 +143,9 @@ def _obtain(source: DescriptionSource, from_dir: Path | None, timeout: float) ->
     raise DescriptionServiceError("; ".join(failures))
 
 
-def install_published(dataset: str, dest: Path, from_dir: Path | None = None, force: bool = False, timeout: float = 60.0) -> str:
+def install_published(
+    dataset: str, dest: Path, from_dir: Path | None = None, force: bool = False, timeout: float = 60.0
+) -> str:
     """Install one dataset's file; returns a status line. Raises UserError on failure."""
     source = DESCRIPTION_SOURCES[dataset]
     target = dest / source.file_name
@@ -155,9 +166,22 @@ def build_download_parser() -> argparse.ArgumentParser:
         prog="anchoropt-descriptions-download",
         description="Download and verify the published CuPL class descriptions for the 11 benchmark datasets.",
     )
-    parser.add_argument("--dest", type=Path, default=DESCRIPTIONS_DIR, help=f"folder to install into (default: {DESCRIPTIONS_DIR})")
-    parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"dataset names (default: all of {', '.join(DESCRIPTION_SOURCES)})")
-    parser.add_argument("--from-dir", type=Path, help="copy from a local folder holding the files (e.g. an ATPrompt checkout's templates/) instead of downloading")
+    parser.add_argument(
+        "--dest", type=Path, default=DESCRIPTIONS_DIR, help=f"folder to install into (default: {DESCRIPTIONS_DIR})"
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        metavar="NAME",
+        help=f"dataset names (default: all of {', '.join(DESCRIPTION_SOURCES)})",
+    )
+    parser.add_argument(
+        "--from-dir",
+        type=Path,
+        help=(
+            "copy from a local folder holding the files (e.g. an ATPrompt checkout's templates/) instead of downloading"
+        ),
+    )
     parser.add_argument("--force", action="store_true", help="replace files that are already present")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per download")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -166,7 +190,11 @@ def build_download_parser() -> argparse.ArgumentParser:
 
 def download(argv: list[str] | None = None) -> int:
     args = build_download_parser().parse_args(argv)
-    datasets = list(dict.fromkeys(description_dataset(name) for name in args.datasets)) if args.datasets else list(DESCRIPTION_SOURCES)
+    datasets = (
+        list(dict.fromkeys(description_dataset(name) for name in args.datasets))
+        if args.datasets
+        else list(DESCRIPTION_SOURCES)
+    )
     failures = []
     for dataset in datasets:
         try:
@@ -213,7 +241,9 @@ def _answer_text(answer: dict[str, Any], url: str) -> str:
     try:
         content = answer["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as error:
-        raise DescriptionServiceError(f"{url} answered without choices[0].message.content: {str(answer)[:200]}") from error
+        raise DescriptionServiceError(
+            f"{url} answered without choices[0].message.content: {str(answer)[:200]}"
+        ) from error
     if not isinstance(content, str):
         raise DescriptionServiceError(f"{url} answered with non-text content: {str(content)[:200]}")
     return content
@@ -232,7 +262,9 @@ def describe_class(classname: str, args: argparse.Namespace, api_key: str) -> li
     headers = {"Authorization": f"Bearer {api_key}"}
     for attempt in range(args.retries + 1):
         try:
-            sentences = parse_sentences(_answer_text(post_json(url, payload, headers, timeout=args.timeout), url), args.per_class)
+            sentences = parse_sentences(
+                _answer_text(post_json(url, payload, headers, timeout=args.timeout), url), args.per_class
+            )
             if sentences:
                 return sentences
             error = DescriptionServiceError(f"{url} answered with no sentences for '{classname}'", retryable=True)
@@ -250,15 +282,28 @@ def build_generate_parser() -> argparse.ArgumentParser:
         description="Write CuPL-format class descriptions with an OpenAI-compatible chat-completions endpoint.",
     )
     parser.add_argument("classnames", type=Path, help="text file with one class name per line")
-    parser.add_argument("--output", type=Path, required=True, help="JSON file to write (classes already in it are kept and skipped)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="JSON file to write (classes already in it are kept and skipped)"
+    )
     parser.add_argument("--model", required=True, help="model name sent to the endpoint")
-    parser.add_argument("--base-url", default="https://api.openai.com/v1", help="endpoint base URL (…/chat/completions is appended)")
+    parser.add_argument(
+        "--base-url", default="https://api.openai.com/v1", help="endpoint base URL (…/chat/completions is appended)"
+    )
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable that holds the API key")
-    parser.add_argument("--per-class", type=int, default=10, help="sentences to ask for per class (Stage I uses the first MAX_TEMPLATE_LENGTH)")
-    parser.add_argument("--category", help='what the classes are, e.g. "flower" or "satellite land-use class"; added to the prompt')
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=10,
+        help="sentences to ask for per class (Stage I uses the first MAX_TEMPLATE_LENGTH)",
+    )
+    parser.add_argument(
+        "--category", help='what the classes are, e.g. "flower" or "satellite land-use class"; added to the prompt'
+    )
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    parser.add_argument("--retries", type=int, default=3, help="retries after rate limits, server errors and empty answers")
+    parser.add_argument(
+        "--retries", type=int, default=3, help="retries after rate limits, server errors and empty answers"
+    )
     parser.add_argument("--overwrite", action="store_true", help="regenerate classes already present in --output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -270,13 +315,19 @@ def generate(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--per-class must be >= 1, got {args.per_class}")
     api_key = os.environ.get(args.api_key_env, "")
     if not api_key:
-        raise ConfigError(f"environment variable {args.api_key_env} is not set (it must hold the API key; choose another with --api-key-env)")
+        raise ConfigError(
+            f"environment variable {args.api_key_env} is not set (it must hold the API key; choose another with "
+            "--api-key-env)"
+        )
     classnames = read_classnames(args.classnames)
     descriptions = {}
     if args.output.is_file() and not args.overwrite:
         descriptions = parse_descriptions(args.output.read_bytes(), args.output)
     todo = [name for name in classnames if not descriptions.get(name)]
-    print(f"{len(classnames) - len(todo)} of {len(classnames)} classes already in {args.output}; generating {len(todo)} with {args.model} at {args.base_url}")
+    print(
+        f"{len(classnames) - len(todo)} of {len(classnames)} classes already in {args.output}; generating "
+        f"{len(todo)} with {args.model} at {args.base_url}"
+    )
     short = []
     for index, name in enumerate(todo, 1):
         sentences = describe_class(name, args, api_key)

@@ -1,4 +1,5 @@
 """Turning user errors into one line on stderr (tracebacks only with --debug)."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """One job per output directory: a lock file held for the life of the process."""
+
 from __future__ import annotations
 
 import fcntl

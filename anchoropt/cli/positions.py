@@ -4,6 +4,7 @@ Renders the matrix as a heatmap PNG (rows = prompt slots, columns = V1..VM, A1..
 paper's Figure 4) and prints the chosen order and the matrices. MODEL_DIR is the output
 directory of an AnchorOPT Stage II run, one of its model folders, or a checkpoint file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,13 @@ from pathlib import Path
 from anchoropt.cli.errors import run_cli
 from anchoropt.engine.checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint_path, load_checkpoint
 from anchoropt.errors import CheckpointError
-from anchoropt.method.position_export import EXTRAS_KEY, LOGITS_SUFFIX, export_positions, position_report, positions_from_checkpoint
+from anchoropt.method.position_export import (
+    EXTRAS_KEY,
+    LOGITS_SUFFIX,
+    export_positions,
+    position_report,
+    positions_from_checkpoint,
+)
 
 _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
@@ -22,8 +29,12 @@ _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="anchoropt-positions", description=__doc__.split("\n\n")[0])
     p.add_argument("model_dir", help="Stage II output directory, its model folder, or a checkpoint file")
-    p.add_argument("--load-epoch", type=int, default=None,
-                   help="read model.pth.tar-<epoch> (default: model-best.pth.tar if present, else the latest checkpoint)")
+    p.add_argument(
+        "--load-epoch",
+        type=int,
+        default=None,
+        help="read model.pth.tar-<epoch> (default: model-best.pth.tar if present, else the latest checkpoint)",
+    )
     p.add_argument("--out", default="", help="PNG to write (default: positions.png in MODEL_DIR)")
     p.add_argument("--text", default="", help="also write the text report to this file")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
@@ -70,8 +81,9 @@ def find_position_checkpoint(path: str | Path, epoch: int | None = None) -> tupl
             return candidate, checkpoint
     which = epoch_file_name(epoch) if epoch is not None else f"{BEST_NAME} or the latest model.pth.tar-<epoch>"
     found = f"; checked {', '.join(looked)}" if looked else ""
-    raise CheckpointError(f"no Stage II checkpoint with a position matrix in {path} or its model folders "
-                          f"(looked for {which}{found})")
+    raise CheckpointError(
+        f"no Stage II checkpoint with a position matrix in {path} or its model folders (looked for {which}{found})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

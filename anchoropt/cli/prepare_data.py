@@ -7,6 +7,7 @@
 Exit status: 0 when every checked dataset is ready (without --datasets:
 every dataset whose folder exists), 1 otherwise, 2 on a usage error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +26,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="anchoropt-prepare-data",
         description="Check a data root laid out as CoOp's DATASETS.md describes, and fetch the split files CoOp "
-                    "hosts on Google Drive.",
+        "hosts on Google Drive.",
     )
     p.add_argument("--root", required=True, help="the data root (DATASET.ROOT / train.py --root)")
-    p.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
-                   help=f"datasets to check: registry, config or folder names (default: all {len(DATASET_NAMES)})")
-    p.add_argument("--download-splits", action="store_true",
-                   help="download the split_zhou_*.json files and the class-name files (classnames.txt, "
-                        "cat_to_name.json) that are missing; each is verified before it is written")
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"datasets to check: registry, config or folder names (default: all {len(DATASET_NAMES)})",
+    )
+    p.add_argument(
+        "--download-splits",
+        action="store_true",
+        help="download the split_zhou_*.json files and the class-name files (classnames.txt, "
+        "cat_to_name.json) that are missing; each is verified before it is written",
+    )
     p.add_argument("--force", action="store_true", help="with --download-splits: replace files that are present")
-    p.add_argument("--no-load", action="store_true",
-                   help="only look for files and folders; do not build each dataset as training would")
+    p.add_argument(
+        "--no-load",
+        action="store_true",
+        help="only look for files and folders; do not build each dataset as training would",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 
@@ -60,8 +72,9 @@ def format_report(reports: list[DatasetReport], root: str, detail_not_found: boo
     rows = []
     for r in reports:
         missing = [_short(path, root if path.rstrip(os.sep) == r.folder else r.folder) for path, _ in r.missing]
-        rows.append([r.name, r.status, ", ".join(r.present) or "-", ", ".join(missing) or "-", r.classes or "-",
-                     r.sizes or "-"])
+        rows.append(
+            [r.name, r.status, ", ".join(r.present) or "-", ", ".join(missing) or "-", r.classes or "-", r.sizes or "-"]
+        )
     lines = [tabulate(rows, headers=["Dataset", "Status", "Present", "Missing", "Classes", "Images"])]
     for r in reports:
         if r.ready or (r.status == "not found" and not detail_not_found):
@@ -77,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = os.path.abspath(os.path.expanduser(args.root))
     if not os.path.isdir(root):
-        raise DataError(f"data root not found: {root} (expected a folder holding the dataset folders, e.g. "
-                        f"{os.path.join(root, 'oxford_pets')}/)")
+        raise DataError(
+            f"data root not found: {root} (expected a folder holding the dataset folders, e.g. "
+            f"{os.path.join(root, 'oxford_pets')}/)"
+        )
     explicit = args.datasets is not None
     names = list(dict.fromkeys(lookup(n).name for n in args.datasets)) if explicit else list(DATASET_NAMES)
 

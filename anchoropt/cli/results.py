@@ -5,6 +5,7 @@ cross-dataset and domain-generalisation tables, one side-by-side table per
 protocol for all trainers found. Skipped files and ignored seeds are reported
 on stderr, so stdout stays parseable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="anchoropt-results",
-        description="Tables of the protocol runs under OUTPUT_DIR (mean ± std over seeds; HM of the means).")
+        description="Tables of the protocol runs under OUTPUT_DIR (mean ± std over seeds; HM of the means).",
+    )
     p.add_argument("output_dir", metavar="OUTPUT_DIR", help="folder searched recursively for results.json files")
     p.add_argument("--paper", action="store_true", help="show the published numbers and the difference beside each row")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
-                   help="seeds every cell should have (default: 1 2 3); results of other seeds are ignored")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="seeds every cell should have (default: 1 2 3); results of other seeds are ignored",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p
 

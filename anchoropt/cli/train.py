@@ -5,6 +5,7 @@
         --config-file configs/trainers/CoOp_AnchorOPT/vit_b16.yaml \
         --output-dir output/... DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
     p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
     p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
-    p.add_argument("--config-file", type=str, action="append", default=[],
-                   help="trainer config file; repeat to layer files (e.g. shared settings, then per-dataset ones)")
+    p.add_argument(
+        "--config-file",
+        type=str,
+        action="append",
+        default=[],
+        help="trainer config file; repeat to layer files (e.g. shared settings, then per-dataset ones)",
+    )
     p.add_argument("--dataset-config-file", type=str, default="", help="dataset config file")
     p.add_argument("--trainer", type=str, default="", help="name of trainer")
     p.add_argument("--backbone", type=str, default="", help="name of the CLIP backbone (MODEL.BACKBONE.NAME)")

@@ -5,6 +5,7 @@ Importing this package registers them (Dassl's pattern). Layout facts live in
 ``fewshot`` (per-seed sampling and its JSON cache), ``subsample`` (base / new
 classes) and ``files`` (folder and bulk image checks).
 """
+
 from anchoropt.datasets.caltech101 import Caltech101
 from anchoropt.datasets.catalog import CATALOG, DATASET_NAMES, DatasetFacts, lookup
 from anchoropt.datasets.dtd import DescribableTextures
@@ -24,7 +25,26 @@ from anchoropt.datasets.sun397 import SUN397
 from anchoropt.datasets.ucf101 import UCF101
 
 __all__ = [
-    "CATALOG", "DATASET_NAMES", "DatasetFacts", "lookup", "SUBSAMPLE_CHOICES", "base_new_labels", "subsample_classes",
-    "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft", "SUN397",
-    "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+    "CATALOG",
+    "DATASET_NAMES",
+    "DatasetFacts",
+    "lookup",
+    "SUBSAMPLE_CHOICES",
+    "base_new_labels",
+    "subsample_classes",
+    "ImageNet",
+    "Caltech101",
+    "OxfordPets",
+    "StanfordCars",
+    "OxfordFlowers",
+    "Food101",
+    "FGVCAircraft",
+    "SUN397",
+    "DescribableTextures",
+    "EuroSAT",
+    "UCF101",
+    "ImageNetV2",
+    "ImageNetSketch",
+    "ImageNetA",
+    "ImageNetR",
 ]

@@ -6,6 +6,7 @@ the split file; when it is missing, an error, or with
 CoOp does); 3. few-shot sample per seed (cached); 4. keep the base or new
 classes; 5. check, in bulk, that the images that will be used exist.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,9 @@ class BenchmarkDataset(DatasetBase):
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots >= 1:
             cache = fewshot_cache_path(self.dataset_dir, num_shots, cfg.SEED)
-            train, val = fewshot_splits(self, train, val, num_shots=num_shots, seed=cfg.SEED, cache_path=cache,
-                                        image_dir=self.image_dir)
+            train, val = fewshot_splits(
+                self, train, val, num_shots=num_shots, seed=cfg.SEED, cache_path=cache, image_dir=self.image_dir
+            )
         if val_is_test:
             train, test = subsample_classes(train, test, subsample=subsample)
             val = test
@@ -67,8 +69,7 @@ class BenchmarkDataset(DatasetBase):
         if os.path.exists(self.split_path):
             return read_split(self.split_path, self.image_dir)
         facts = self.facts
-        fetch = (f"fetch it with `anchoropt-prepare-data --root {self.root} --datasets {facts.name} "
-                 "--download-splits`")
+        fetch = f"fetch it with `anchoropt-prepare-data --root {self.root} --datasets {facts.name} --download-splits`"
         if not self.random_split_if_missing:
             raise DataError(
                 f"{facts.name}: split file not found: {self.split_path} (expected CoOp's {facts.split.path}, which "

@@ -1,4 +1,5 @@
 """Caltech-101 (100 object categories; CoOp drops the two background-like ones)."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.benchmark import BenchmarkDataset

@@ -1,4 +1,5 @@
 """Describable Textures (47 texture classes)."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.benchmark import BenchmarkDataset

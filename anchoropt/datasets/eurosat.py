@@ -1,4 +1,5 @@
 """EuroSAT (10 land-use classes), with CoOp's readable class names."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.benchmark import BenchmarkDataset

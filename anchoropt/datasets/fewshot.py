@@ -16,13 +16,14 @@ whatever drew random numbers earlier in the process. A negative seed means
 "not seeded", as in CoOp: the stream is left alone, and (also as in CoOp)
 the first sample drawn is cached as ``seed_-1`` and reused.
 """
+
 from __future__ import annotations
 
 import hashlib
-from array import array
 import os
 import random
 import warnings
+from array import array
 from typing import Any, Sequence
 
 from anchoropt.datasets.catalog import FEWSHOT_DIR
@@ -58,8 +59,16 @@ def split_digest(image_dir: str, *splits: Sequence[Any] | None) -> str:
     return h.hexdigest()
 
 
-def fewshot_splits(dataset: Any, train: Sequence[Any], val: Sequence[Any] | None, *, num_shots: int, seed: int,
-                   cache_path: str, image_dir: str) -> tuple[list, list | None]:
+def fewshot_splits(
+    dataset: Any,
+    train: Sequence[Any],
+    val: Sequence[Any] | None,
+    *,
+    num_shots: int,
+    seed: int,
+    cache_path: str,
+    image_dir: str,
+) -> tuple[list, list | None]:
     """``num_shots`` training and ``min(num_shots, 4)`` validation items per class, from the cache or sampled.
 
     ``dataset.generate_fewshot_dataset`` does the sampling (Dassl's, on
@@ -73,7 +82,10 @@ def fewshot_splits(dataset: Any, train: Sequence[Any], val: Sequence[Any] | None
     train_fs = dataset.generate_fewshot_dataset(train, num_shots=num_shots)
     val_fs = None if val is None else dataset.generate_fewshot_dataset(val, num_shots=min(num_shots, VAL_SHOTS_MAX))
     payload = {
-        "format": CACHE_FORMAT, "num_shots": num_shots, "seed": seed, "split_digest": digest,
+        "format": CACHE_FORMAT,
+        "num_shots": num_shots,
+        "seed": seed,
+        "split_digest": digest,
         "train": items_to_rows(train_fs, image_dir),
         "val": None if val_fs is None else items_to_rows(val_fs, image_dir),
     }
@@ -85,8 +97,9 @@ def fewshot_splits(dataset: Any, train: Sequence[Any], val: Sequence[Any] | None
     return train_fs, val_fs
 
 
-def _read_cache(path: str, num_shots: int, seed: int, digest: str, image_dir: str,
-                want_val: bool) -> tuple[list, list | None] | None:
+def _read_cache(
+    path: str, num_shots: int, seed: int, digest: str, image_dir: str, want_val: bool
+) -> tuple[list, list | None] | None:
     if not os.path.exists(path):
         return None
     try:

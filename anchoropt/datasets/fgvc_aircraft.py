@@ -1,4 +1,5 @@
 """FGVC-Aircraft (100 variants); its own train / val / test lists, no split file."""
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,11 @@ class FGVCAircraft(BenchmarkDataset):
             image_id, _, classname = line.partition(" ")  # variant names may contain spaces
             if classname not in cname2lab:
                 raise DataError(f"{path}: variant {classname!r} of {line!r} is not in variants.txt")
-            items.append(Datum(impath=os.path.join(self.image_dir, image_id + ".jpg"), label=cname2lab[classname],
-                               classname=classname))
+            items.append(
+                Datum(
+                    impath=os.path.join(self.image_dir, image_id + ".jpg"),
+                    label=cname2lab[classname],
+                    classname=classname,
+                )
+            )
         return items

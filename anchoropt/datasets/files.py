@@ -1,4 +1,5 @@
 """Finding a dataset's folder and checking its files, with errors that say what is missing and where."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ def data_root(cfg: Any) -> str:
         raise DataError("DATASET.ROOT is not set: pass --root DATA, the folder that holds the datasets")
     root = os.path.abspath(os.path.expanduser(raw))
     if not os.path.isdir(root):
-        raise DataError(f"DATASET.ROOT {root} does not exist or is not a folder (expected the folder that holds "
-                        f"the datasets, e.g. {root}/oxford_pets/)")
+        raise DataError(
+            f"DATASET.ROOT {root} does not exist or is not a folder (expected the folder that holds "
+            f"the datasets, e.g. {root}/oxford_pets/)"
+        )
     if not any(not n.startswith(".") for n in os.listdir(root)):
         raise DataError(f"DATASET.ROOT {root} is empty (expected dataset folders such as oxford_pets/, imagenet/)")
     return root
@@ -37,8 +40,10 @@ def dataset_folder(cfg: Any, facts: DatasetFacts) -> str:
     root = data_root(cfg)
     path = os.path.join(root, facts.folder)
     if not os.path.isdir(path):
-        raise DataError(f"{facts.name}: dataset folder not found: {path} (expected a folder named "
-                        f"'{facts.folder}' under DATASET.ROOT={root}); {prepare_hint(root, facts.name)}")
+        raise DataError(
+            f"{facts.name}: dataset folder not found: {path} (expected a folder named "
+            f"'{facts.folder}' under DATASET.ROOT={root}); {prepare_hint(root, facts.name)}"
+        )
     return path
 
 
@@ -59,11 +64,13 @@ def require_entries(facts: DatasetFacts, dataset_dir: str, entries: Sequence[Ent
     """Raise one ``DataError`` listing every entry of ``entries`` that is missing."""
     missing = missing_entries(dataset_dir, entries)
     if missing:
-        listed = ", ".join(f"{os.path.join(dataset_dir, e.path)}{'/' if e.kind == 'dir' else ''} ({e.what})"
-                           for e in missing)
+        listed = ", ".join(
+            f"{os.path.join(dataset_dir, e.path)}{'/' if e.kind == 'dir' else ''} ({e.what})" for e in missing
+        )
         root = os.path.dirname(dataset_dir)
-        raise DataError(f"{facts.name}: missing {listed}{' ' + purpose if purpose else ''}; "
-                        f"{prepare_hint(root, facts.name)}")
+        raise DataError(
+            f"{facts.name}: missing {listed}{' ' + purpose if purpose else ''}; {prepare_hint(root, facts.name)}"
+        )
 
 
 def find_missing(paths: Iterable[str]) -> list[str]:
@@ -104,14 +111,16 @@ def check_images_exist(facts: DatasetFacts, items: Iterable[Any], image_dir: str
         return
     shown = ", ".join(_short(p, image_dir) for p in missing[:_EXAMPLES])
     more = f" (and {len(missing) - _EXAMPLES} more)" if len(missing) > _EXAMPLES else ""
-    raise DataError(f"{facts.name}: {len(missing)} of {len(items)} images listed in {source} are missing under "
-                    f"{image_dir}: {shown}{more}; expected the images extracted there as CoOp's DATASETS.md "
-                    f"describes ({prepare_hint(root, facts.name)})")
+    raise DataError(
+        f"{facts.name}: {len(missing)} of {len(items)} images listed in {source} are missing under "
+        f"{image_dir}: {shown}{more}; expected the images extracted there as CoOp's DATASETS.md "
+        f"describes ({prepare_hint(root, facts.name)})"
+    )
 
 
 def _short(path: str, base: str) -> str:
     prefix = base.rstrip(os.sep) + os.sep
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def read_lines(path: str, what: str) -> list[str]:

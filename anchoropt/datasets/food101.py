@@ -1,4 +1,5 @@
 """Food-101 (101 dishes)."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.benchmark import BenchmarkDataset

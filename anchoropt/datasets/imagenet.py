@@ -6,6 +6,7 @@ load; CoOp pickles absolute paths in ``preprocessed.pkl``). The cache is
 rebuilt when the class folders change; delete it after adding or removing
 images inside a class folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ from anchoropt.datasets.files import check_images_exist, list_images, list_subfo
 from anchoropt.datasets.imagenet_family import items_from_folders, names_for, read_classnames
 from anchoropt.datasets.splits import load_json
 from anchoropt.engine import DATASET_REGISTRY
-from anchoropt.fileio import atomic_write_bytes
 from anchoropt.errors import DataError
+from anchoropt.fileio import atomic_write_bytes
 
 INDEX_FILE = "preprocessed.json"
 INDEX_FORMAT = "anchoropt-imagenet-index/1"
@@ -31,9 +32,11 @@ def imagenet_index(image_dir: str, index_path: str) -> dict[str, dict[str, list[
     if folders["train"] != folders["val"]:
         only_train = sorted(set(folders["train"]) - set(folders["val"]))
         only_val = sorted(set(folders["val"]) - set(folders["train"]))
-        raise DataError(f"ImageNet: {image_dir}/train and {image_dir}/val must hold the same class folders; "
-                        f"only in train: {only_train[:5]} ({len(only_train)}), only in val: {only_val[:5]} "
-                        f"({len(only_val)})")
+        raise DataError(
+            f"ImageNet: {image_dir}/train and {image_dir}/val must hold the same class folders; "
+            f"only in train: {only_train[:5]} ({len(only_train)}), only in val: {only_val[:5]} "
+            f"({len(only_val)})"
+        )
     if os.path.exists(index_path):
         try:
             index = load_json(index_path, "ImageNet index")
@@ -41,9 +44,16 @@ def imagenet_index(image_dir: str, index_path: str) -> dict[str, dict[str, list[
             index, reason = None, str(e)
         else:
             reason = "it is not an index of the current class folders"
-        if (isinstance(index, dict) and index.get("format") == INDEX_FORMAT
-                and all(isinstance(index.get(s), dict) and list(index[s]) == folders[s]
-                        and all(isinstance(v, list) for v in index[s].values()) for s in folders)):
+        if (
+            isinstance(index, dict)
+            and index.get("format") == INDEX_FORMAT
+            and all(
+                isinstance(index.get(s), dict)
+                and list(index[s]) == folders[s]
+                and all(isinstance(v, list) for v in index[s].values())
+                for s in folders
+            )
+        ):
             print(f"Loading the ImageNet file listing from {index_path}")
             return {s: index[s] for s in folders}
         warnings.warn(f"Rebuilding the ImageNet file listing {index_path}: {reason}")

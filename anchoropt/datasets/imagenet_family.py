@@ -1,4 +1,5 @@
 """Helpers shared by ImageNet and its test-only variants: ``classnames.txt`` and folder-per-class listings."""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +7,14 @@ import warnings
 from typing import Any
 
 from anchoropt.datasets.catalog import DatasetFacts
-from anchoropt.datasets.files import dataset_folder, entry_path, list_images, list_subfolders, read_lines, require_entries
+from anchoropt.datasets.files import (
+    dataset_folder,
+    entry_path,
+    list_images,
+    list_subfolders,
+    read_lines,
+    require_entries,
+)
 from anchoropt.datasets.splits import paused_gc
 from anchoropt.datasets.subsample import check_subsample
 from anchoropt.engine import DatasetBase, Datum
@@ -29,13 +37,14 @@ def names_for(folders: list[str], classnames: dict[str, str], classnames_path: s
     unknown = [f for f in folders if f not in classnames]
     if unknown:
         shown = ", ".join(unknown[:5]) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
-        raise DataError(f"{where}: {len(unknown)} class folder(s) are not listed in {classnames_path}: {shown} "
-                        f"(expected folders named by the wnids of classnames.txt)")
+        raise DataError(
+            f"{where}: {len(unknown)} class folder(s) are not listed in {classnames_path}: {shown} "
+            f"(expected folders named by the wnids of classnames.txt)"
+        )
     return [classnames[f] for f in folders]
 
 
-def items_from_folders(base: str, folders: list[str], names: list[str],
-                       files: list[list[str]] | None = None) -> list:
+def items_from_folders(base: str, folders: list[str], names: list[str], files: list[list[str]] | None = None) -> list:
     """``Datum`` for ``base/<folder>/<file>``, label = the folder's position; ``files`` default to a listing."""
     items: list = []
     with paused_gc():
@@ -58,8 +67,10 @@ class ImageNetVariant(DatasetBase):
     def __init__(self, cfg: Any) -> None:
         facts = self.facts
         if check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES) != "all":
-            warnings.warn(f"{facts.name} is a test-only dataset evaluated on all its classes; "
-                          f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES} is ignored (as in CoOp)")
+            warnings.warn(
+                f"{facts.name} is a test-only dataset evaluated on all its classes; "
+                f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES} is ignored (as in CoOp)"
+            )
         self.dataset_dir = dataset_folder(cfg, facts)
         require_entries(facts, self.dataset_dir, facts.required)
         self.image_dir = self._find_image_dir()

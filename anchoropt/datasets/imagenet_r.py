@@ -1,4 +1,5 @@
 """ImageNet-R (test only): 200 wnid folders; labels follow the sorted folders present, as in CoOp."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.catalog import CATALOG

@@ -1,4 +1,5 @@
 """ImageNet-Sketch (test only): one folder per wnid, all 1000 classes."""
+
 from __future__ import annotations
 
 from anchoropt.datasets.catalog import CATALOG

@@ -1,4 +1,5 @@
 """ImageNetV2 matched-frequency (test only): folders ``0`` .. ``999`` by ImageNet class index."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ class ImageNetV2(ImageNetVariant):
         folders = [str(label) for label in range(len(classnames))]
         absent = [f for f in folders if not os.path.isdir(os.path.join(self.image_dir, f))]
         if absent:
-            raise DataError(f"ImageNetV2: {len(absent)} of {len(folders)} class folders are missing under "
-                            f"{self.image_dir}: {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''} "
-                            f"(expected one folder per line of {self.classnames_path}, named 0, 1, ...)")
+            raise DataError(
+                f"ImageNetV2: {len(absent)} of {len(folders)} class folders are missing under "
+                f"{self.image_dir}: {', '.join(absent[:5])}{' ...' if len(absent) > 5 else ''} "
+                f"(expected one folder per line of {self.classnames_path}, named 0, 1, ...)"
+            )
         return folders, list(classnames.values())

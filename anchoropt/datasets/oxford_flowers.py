@@ -1,4 +1,5 @@
 """Oxford Flowers-102."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,8 @@ class OxfordFlowers(BenchmarkDataset):
             by_label[int(label)].append(os.path.join(self.image_dir, f"image_{i + 1:05d}.jpg"))
         unnamed = [str(label) for label in by_label if str(label) not in lab2cname]
         if unnamed:
-            raise DataError(f"{names_file}: no class name for label(s) {', '.join(unnamed)} (expected keys "
-                            f"'1'..'{max(by_label)}')")
+            raise DataError(
+                f"{names_file}: no class name for label(s) {', '.join(unnamed)} (expected keys '1'..'{max(by_label)}')"
+            )
         groups = ((label - 1, lab2cname[str(label)], paths) for label, paths in by_label.items())
         return split_groups(groups, where=label_file)

@@ -1,4 +1,5 @@
 """Oxford-IIIT Pets (37 breeds)."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,14 @@ class OxfordPets(BenchmarkDataset):
         for n, line in enumerate(read_lines(path, "OxfordPets annotation list")):
             fields = line.split(" ")
             if len(fields) != 4 or not fields[1].isdigit():
-                raise DataError(f"{path}, line {n + 1}: expected '<image> <class id> <species> <breed id>', "
-                                f"got {line!r}")
-            items.append(Datum(impath=os.path.join(self.image_dir, fields[0] + ".jpg"), label=int(fields[1]) - 1,
-                               classname=pets_breed(fields[0])))
+                raise DataError(
+                    f"{path}, line {n + 1}: expected '<image> <class id> <species> <breed id>', got {line!r}"
+                )
+            items.append(
+                Datum(
+                    impath=os.path.join(self.image_dir, fields[0] + ".jpg"),
+                    label=int(fields[1]) - 1,
+                    classname=pets_breed(fields[0]),
+                )
+            )
         return items

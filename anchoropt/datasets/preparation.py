@@ -4,6 +4,7 @@ The only network call is ``download_from_google_drive``; tests replace it.
 Everything that arrives is verified (format, class count) before it is moved
 into place with an atomic rename, so a bad download never overwrites a file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,8 @@ from typing import Any
 from anchoropt.datasets.catalog import CATALOG, DatasetFacts, Entry
 from anchoropt.datasets.files import entry_path, find_missing
 from anchoropt.datasets.splits import SPLIT_KEYS, parse_split
-from anchoropt.fileio import atomic_write_bytes
 from anchoropt.errors import DataError, UserError
+from anchoropt.fileio import atomic_write_bytes
 
 _WNID_LINE = re.compile(r"^n\d{8} \S")
 
@@ -53,9 +54,11 @@ def verify_content(data: bytes, entry: Entry, facts: DatasetFacts) -> str:
     """Check a file's bytes against what ``entry`` must hold; return a short summary, else raise ``DataError``."""
     head = data.lstrip()[:200].lower()
     if head.startswith(b"<!doctype html") or head.startswith(b"<html"):
-        raise DataError("got an HTML page instead of the file (Google Drive may be refusing the download: quota "
-                        "exceeded or a sign-in page); try again later or fetch it by hand from the link in "
-                        "CoOp's DATASETS.md")
+        raise DataError(
+            "got an HTML page instead of the file (Google Drive may be refusing the download: quota "
+            "exceeded or a sign-in page); try again later or fetch it by hand from the link in "
+            "CoOp's DATASETS.md"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -86,8 +89,10 @@ def _verify_split(text: str, facts: DatasetFacts) -> str:
             if names.setdefault(label, classname) != classname:
                 raise DataError(f"split file: label {label} is both {names[label]!r} and {classname!r}")
     if sorted(names) != list(range(facts.num_classes)):
-        raise DataError(f"split file has {len(names)} classes (labels {min(names)}..{max(names)}), expected "
-                        f"{facts.num_classes} labelled 0..{facts.num_classes - 1} for {facts.name}")
+        raise DataError(
+            f"split file has {len(names)} classes (labels {min(names)}..{max(names)}), expected "
+            f"{facts.num_classes} labelled 0..{facts.num_classes - 1} for {facts.name}"
+        )
     return ", ".join(f"{len(split[k])} {k}" for k in SPLIT_KEYS)
 
 
@@ -177,8 +182,14 @@ def fetch_hosted_files(root: str, names: list[str], explicit: bool, force: bool 
         facts = CATALOG[name]
         for entry in facts.downloadable:
             if not explicit and not os.path.isdir(os.path.join(root, facts.folder)):
-                out.append(FileOutcome(name, os.path.join(root, facts.folder, entry.path), "skipped",
-                                       "dataset folder not found (name it with --datasets to create it)"))
+                out.append(
+                    FileOutcome(
+                        name,
+                        os.path.join(root, facts.folder, entry.path),
+                        "skipped",
+                        "dataset folder not found (name it with --datasets to create it)",
+                    )
+                )
                 continue
             out.append(fetch_file(root, facts, entry, force=force))
     return out
@@ -236,12 +247,18 @@ def check_dataset(root: str, facts: DatasetFacts, load: bool = True) -> DatasetR
             report.missing.append((split_path, _where_from(facts, facts.split)))
             sources = [e for e in facts.split_sources if entry_path(dataset_dir, e) is None]
             if not sources:
-                report.notes.append("without the split file training stops with an error; with "
-                                    "DATASET.RANDOM_SPLIT_IF_MISSING True a new random split is built instead (not "
-                                    "comparable with published results)")
+                report.notes.append(
+                    "without the split file training stops with an error; with "
+                    "DATASET.RANDOM_SPLIT_IF_MISSING True a new random split is built instead (not "
+                    "comparable with published results)"
+                )
             for entry in sources:
-                report.missing.append((os.path.join(dataset_dir, entry.path),
-                                       f"{_where_from(facts, entry)} (needed only without the split file)"))
+                report.missing.append(
+                    (
+                        os.path.join(dataset_dir, entry.path),
+                        f"{_where_from(facts, entry)} (needed only without the split file)",
+                    )
+                )
     if report.missing and report.status == "ready":
         report.status = "incomplete"
     elif report.status == "ready" and load and not split_missing:
@@ -265,19 +282,32 @@ def _check_split(report: DatasetReport, facts: DatasetFacts, split_path: str, da
     missing = find_missing(paths)
     if missing:
         report.status = "error"
-        report.notes.append(f"{len(missing)} of {len(paths)} images listed in {facts.split.path} are missing "
-                            f"under {image_dir}, e.g. {', '.join(os.path.relpath(m, image_dir) for m in missing[:3])}")
+        report.notes.append(
+            f"{len(missing)} of {len(paths)} images listed in {facts.split.path} are missing "
+            f"under {image_dir}, e.g. {', '.join(os.path.relpath(m, image_dir) for m in missing[:3])}"
+        )
 
 
 def _trial_load(report: DatasetReport, root: str, facts: DatasetFacts) -> None:
     """Build the dataset as training would (all classes, no few-shot sampling) and record its size or error."""
+    import anchoropt.datasets  # noqa: F401  (registers the classes)
     from anchoropt.config import build_config
     from anchoropt.engine import DATASET_REGISTRY
 
-    import anchoropt.datasets  # noqa: F401  (registers the classes)
-
-    cfg = build_config(opts=["DATASET.ROOT", root, "DATASET.NAME", facts.name, "DATASET.NUM_SHOTS", "-1",
-                             "DATASET.SUBSAMPLE_CLASSES", "all", "SEED", "1"])
+    cfg = build_config(
+        opts=[
+            "DATASET.ROOT",
+            root,
+            "DATASET.NAME",
+            facts.name,
+            "DATASET.NUM_SHOTS",
+            "-1",
+            "DATASET.SUBSAMPLE_CLASSES",
+            "all",
+            "SEED",
+            "1",
+        ]
+    )
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -286,8 +316,9 @@ def _trial_load(report: DatasetReport, root: str, facts: DatasetFacts) -> None:
         report.status = "error"
         report.notes.append(str(e))
         return
-    report.classes = f"{dataset.num_classes}" + ("" if dataset.num_classes == facts.num_classes
-                                                 else f" (CoOp: {facts.num_classes})")
+    report.classes = f"{dataset.num_classes}" + (
+        "" if dataset.num_classes == facts.num_classes else f" (CoOp: {facts.num_classes})"
+    )
     if facts.test_only:
         report.sizes = f"test {len(dataset.test)}"
     else:

@@ -5,6 +5,7 @@ A split file is ``{"train": rows, "val": rows, "test": rows}`` with rows
 use Python's global ``random`` in the same call order as CoOp, so the same
 seed and the same image list give the same split.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,14 @@ def parse_rows(rows: Any, where: str) -> list[tuple[str, int, str]]:
         raise DataError(f"{where}: expected a list of [path, label, class name] rows, got {type(rows).__name__}")
     out = []
     for i, row in enumerate(rows):
-        if (not isinstance(row, (list, tuple)) or len(row) != 3 or not isinstance(row[0], str)
-                or isinstance(row[1], bool) or not isinstance(row[1], int) or not isinstance(row[2], str)):
+        if (
+            not isinstance(row, (list, tuple))
+            or len(row) != 3
+            or not isinstance(row[0], str)
+            or isinstance(row[1], bool)
+            or not isinstance(row[1], int)
+            or not isinstance(row[2], str)
+        ):
             raise DataError(f"{where}: row {i} is {row!r}, expected [path (str), label (int), class name (str)]")
         if row[1] < 0:
             raise DataError(f"{where}: row {i} has a negative label {row[1]}")
@@ -41,12 +48,15 @@ def parse_rows(rows: Any, where: str) -> list[tuple[str, int, str]]:
 def parse_split(obj: Any, source: str) -> dict[str, list[tuple[str, int, str]]]:
     """Validate a decoded split file; a ``DataError`` naming ``source`` and what is wrong."""
     if not isinstance(obj, Mapping):
-        raise DataError(f"{source}: expected a JSON object with 'train', 'val' and 'test' lists, "
-                        f"got {type(obj).__name__}")
+        raise DataError(
+            f"{source}: expected a JSON object with 'train', 'val' and 'test' lists, got {type(obj).__name__}"
+        )
     absent = [k for k in SPLIT_KEYS if k not in obj]
     if absent:
-        raise DataError(f"{source}: missing the {', '.join(repr(k) for k in absent)} list(s) (a split file holds "
-                        f"'train', 'val' and 'test' lists of [path, label, class name] rows)")
+        raise DataError(
+            f"{source}: missing the {', '.join(repr(k) for k in absent)} list(s) (a split file holds "
+            f"'train', 'val' and 'test' lists of [path, label, class name] rows)"
+        )
     split = {k: parse_rows(obj[k], f"{source} [{k!r}]") for k in SPLIT_KEYS}
     if not split["train"] or not split["test"]:
         raise DataError(f"{source}: the 'train' and 'test' lists must not be empty")
@@ -60,7 +70,9 @@ def load_json(filepath: str, what: str) -> Any:
     except FileNotFoundError:
         raise DataError(f"{what} not found: {filepath}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{what} {filepath} is not valid JSON ({e}); delete it or replace it with a good copy") from None
+        raise DataError(
+            f"{what} {filepath} is not valid JSON ({e}); delete it or replace it with a good copy"
+        ) from None
     except OSError as e:
         raise DataError(f"Cannot read {what} {filepath}: {e}") from None
 
@@ -84,14 +96,16 @@ def paused_gc() -> Iterator[None]:
 
 def rows_to_items(rows: Iterable[Sequence], image_dir: str) -> list:
     with paused_gc():
-        return [Datum(impath=os.path.join(image_dir, path), label=int(label), classname=classname)
-                for path, label, classname in rows]
+        return [
+            Datum(impath=os.path.join(image_dir, path), label=int(label), classname=classname)
+            for path, label, classname in rows
+        ]
 
 
 def relative_path(impath: str, image_dir: str) -> str:
     """``impath`` relative to ``image_dir`` when it lies inside it (CoOp's rule), else unchanged."""
     prefix = image_dir.rstrip(os.sep) + os.sep
-    return impath[len(prefix):] if impath.startswith(prefix) else impath
+    return impath[len(prefix) :] if impath.startswith(prefix) else impath
 
 
 def items_to_rows(items: Iterable[Any], image_dir: str) -> list[list]:
@@ -127,16 +141,19 @@ def split_trainval(trainval: Sequence, p_val: float = 0.2, where: str = "trainva
     for label, idxs in by_label.items():
         n_val = round(len(idxs) * p_val)
         if n_val < 1:
-            raise DataError(f"{where}: class {label} ({trainval[idxs[0]].classname!r}) has {len(idxs)} image(s), "
-                            f"too few to hold out {p_val:.0%} for validation")
+            raise DataError(
+                f"{where}: class {label} ({trainval[idxs[0]].classname!r}) has {len(idxs)} image(s), "
+                f"too few to hold out {p_val:.0%} for validation"
+            )
         random.shuffle(idxs)
         for n, idx in enumerate(idxs):
             (val if n < n_val else train).append(trainval[idx])
     return train, val
 
 
-def split_groups(groups: Iterable[tuple[int, str, list[str]]], p_trn: float = 0.5, p_val: float = 0.2,
-                 where: str = "") -> tuple[list, list, list]:
+def split_groups(
+    groups: Iterable[tuple[int, str, list[str]]], p_trn: float = 0.5, p_val: float = 0.2, where: str = ""
+) -> tuple[list, list, list]:
     """Shuffle each class's images and cut them into train / val / test (CoOp's 50/20/30 rule).
 
     ``groups`` yields ``(label, class name, image paths)`` in the order CoOp
@@ -150,24 +167,34 @@ def split_groups(groups: Iterable[tuple[int, str, list[str]]], p_trn: float = 0.
         n_total = len(impaths)
         n_train, n_val = round(n_total * p_trn), round(n_total * p_val)
         if n_train < 1 or n_val < 1 or n_total - n_train - n_val < 1:
-            raise DataError(f"{where}: class {classname!r} has {n_total} image(s), too few for a "
-                            f"{p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} train/val/test split")
+            raise DataError(
+                f"{where}: class {classname!r} has {n_total} image(s), too few for a "
+                f"{p_trn:.0%}/{p_val:.0%}/{1 - p_trn - p_val:.0%} train/val/test split"
+            )
 
         def _items(paths: list[str]) -> list:
             return [Datum(impath=p, label=label, classname=classname) for p in paths]
 
         train += _items(impaths[:n_train])
-        val += _items(impaths[n_train:n_train + n_val])
-        test += _items(impaths[n_train + n_val:])
+        val += _items(impaths[n_train : n_train + n_val])
+        test += _items(impaths[n_train + n_val :])
     return train, val, test
 
 
-def split_category_folders(image_dir: str, ignored: Iterable[str] = (), new_cnames: Mapping[str, str] | None = None,
-                           p_trn: float = 0.5, p_val: float = 0.2) -> tuple[list, list, list]:
+def split_category_folders(
+    image_dir: str,
+    ignored: Iterable[str] = (),
+    new_cnames: Mapping[str, str] | None = None,
+    p_trn: float = 0.5,
+    p_val: float = 0.2,
+) -> tuple[list, list, list]:
     """A random split of ``image_dir/<category>/<image>`` (labels follow the sorted category names)."""
     ignored = set(ignored)
-    categories = sorted(c for c in os.listdir(image_dir) if not c.startswith(".") and c not in ignored
-                        and os.path.isdir(os.path.join(image_dir, c)))
+    categories = sorted(
+        c
+        for c in os.listdir(image_dir)
+        if not c.startswith(".") and c not in ignored and os.path.isdir(os.path.join(image_dir, c))
+    )
     if not categories:
         raise DataError(f"{image_dir}: no category folders found (expected one folder of images per class)")
     new_cnames = new_cnames or {}

@@ -1,4 +1,5 @@
 """Stanford Cars (196 models); CoOp moves the year to the front of each class name."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ class StanfordCars(BenchmarkDataset):
         meta = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
         train_annos = os.path.join(self.dataset_dir, "devkit", "cars_train_annos.mat")
         trainval = self._read_annotations("cars_train", train_annos, meta)
-        test = self._read_annotations("cars_test", os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat"),
-                                      meta)
+        test = self._read_annotations(
+            "cars_test", os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat"), meta
+        )
         train, val = split_trainval(trainval, where=train_annos)
         return train, val, test
 
@@ -41,6 +43,7 @@ class StanfordCars(BenchmarkDataset):
                 classname = year_first(str(class_names[label].reshape(-1)[0]))
             except (ValueError, IndexError) as e:
                 raise DataError(f"{anno_file}: annotation {i} has no usable 'fname'/'class' ({e})") from None
-            items.append(Datum(impath=os.path.join(self.dataset_dir, image_folder, imname), label=label,
-                               classname=classname))
+            items.append(
+                Datum(impath=os.path.join(self.dataset_dir, image_folder, imname), label=label, classname=classname)
+            )
         return items

@@ -1,4 +1,5 @@
 """Base / new class subsets for the base-to-novel protocol (``DATASET.SUBSAMPLE_CLASSES``)."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,10 @@ def subsample_classes(*splits: Sequence[Any], subsample: str = "all") -> list[li
     print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
     relabel = {label: i for i, label in enumerate(selected)}
     return [
-        [Datum(impath=item.impath, label=relabel[item.label], classname=item.classname)
-         for item in split if item.label in relabel]
+        [
+            Datum(impath=item.impath, label=relabel[item.label], classname=item.classname)
+            for item in split
+            if item.label in relabel
+        ]
         for split in splits
     ]

@@ -1,4 +1,5 @@
 """SUN397 (397 scene classes)."""
+
 from __future__ import annotations
 
 import os
@@ -36,6 +37,11 @@ class SUN397(BenchmarkDataset):
             category = os.path.dirname(imname)
             if category not in cname2lab:
                 raise DataError(f"{path}: class {category!r} of {line!r} is not in ClassName.txt")
-            items.append(Datum(impath=os.path.join(self.image_dir, imname), label=cname2lab[category],
-                               classname=sun_classname(category)))
+            items.append(
+                Datum(
+                    impath=os.path.join(self.image_dir, imname),
+                    label=cname2lab[category],
+                    classname=sun_classname(category),
+                )
+            )
         return items

@@ -1,4 +1,5 @@
 """UCF101 middle frames (101 actions); CamelCase action names become underscore-separated words."""
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,11 @@ class UCF101(BenchmarkDataset):
             if action not in cname2lab or not filename:
                 raise DataError(f"{path}: {line!r} is not '<action>/<video>.avi' with an action from classInd.txt")
             renamed = split_camel_case(action)
-            items.append(Datum(impath=os.path.join(self.image_dir, renamed, filename.replace(".avi", ".jpg")),
-                               label=cname2lab[action], classname=renamed))
+            items.append(
+                Datum(
+                    impath=os.path.join(self.image_dir, renamed, filename.replace(".avi", ".jpg")),
+                    label=cname2lab[action],
+                    classname=renamed,
+                )
+            )
         return items

@@ -9,6 +9,7 @@ In both modes the checkpoint functions, the LR scheduler builder and
 ``write_json`` are this project's (Dassl's break on current PyTorch or are not
 atomic), and ``TrainerX`` carries ``TrainerExtensions``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,9 +55,9 @@ if ENGINE == "dassl":
 else:
     from anchoropt.engine._builtin_names import *  # noqa: F401,F403
 
-from anchoropt.engine.builtin.tools import write_json  # noqa: E402  (atomic in both modes)
-from anchoropt.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from anchoropt.engine.lr_scheduler import build_lr_scheduler  # noqa: E402
+from anchoropt.engine.builtin.tools import write_json  # noqa: E402, F401  (atomic in both modes)
+from anchoropt.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402, F401
+from anchoropt.engine.lr_scheduler import build_lr_scheduler  # noqa: E402, F401
 
 
 def engine_description() -> str:

@@ -7,6 +7,7 @@ scheduler is stored as its state dict), it is written through a temp file and a
 rename, and it is read with ``torch.load(weights_only=True)``, so loading never
 runs pickled code and a crash mid-save never leaves a truncated file.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from anchoropt.errors import CheckpointError
 from anchoropt.engine.builtin.tools import mkdir_if_missing
+from anchoropt.errors import CheckpointError
 from anchoropt.fileio import atomic_write_bytes
 
 POINTER_FILE = "checkpoint"
@@ -36,7 +37,7 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, model_nam
     mkdir_if_missing(save_dir)
     state = dict(state)
     state["state_dict"] = {
-        (k[len("module."):] if k.startswith("module.") else k): v for k, v in state["state_dict"].items()
+        (k[len("module.") :] if k.startswith("module.") else k): v for k, v in state["state_dict"].items()
     }
     fpath = osp.join(save_dir, model_name or epoch_file_name(state["epoch"]))
     buffer = io.BytesIO()
@@ -94,7 +95,13 @@ def capture_rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].copy()),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

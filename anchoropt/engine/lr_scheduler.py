@@ -11,6 +11,7 @@ state dict nests the successor's state dict instead of the object.
 The scheduler is stepped once per epoch (the trainers call ``update_lr`` after
 the last batch of an epoch, as CoOp does).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Running averages and the progress bar used by the epoch loop."""
+
 from __future__ import annotations
 
 import sys
@@ -47,5 +48,3 @@ def progress(iterable, **kwargs):
     """A tqdm bar when a person is watching a terminal; plain iteration otherwise."""
     stream = getattr(sys.stdout, "console", sys.stdout)
     return tqdm(iterable, file=stream, leave=False, **kwargs) if stream.isatty() else iterable
-
-

@@ -9,6 +9,7 @@ ends where an uninterrupted one would, with the same train history), a
 checkpoint is kept after every epoch as the resume point, and a non-finite
 loss is reported with its epoch and step.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -19,14 +20,18 @@ import time
 
 import torch
 
+from anchoropt.engine.checkpoint import (
+    BEST_NAME,
+    capture_rng_state,
+    epoch_file_name,
+    latest_checkpoint_path,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.errors import CheckpointError, UserError
 from anchoropt.fileio import atomic_write_bytes
-from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
-from anchoropt.engine.checkpoint import (
-    BEST_NAME, capture_rng_state, epoch_file_name, latest_checkpoint_path, load_checkpoint,
-    restore_rng_state, save_checkpoint,
-)
-
 
 HISTORY_FILE = "train_history.jsonl"
 
@@ -110,20 +115,29 @@ class TrainerExtensions:
             return
         nb_remain = self.num_batches - self.batch_idx - 1 + (self.max_epoch - self.epoch - 1) * self.num_batches
         eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
-        print(" ".join([
-            f"epoch [{self.epoch + 1}/{self.max_epoch}]",
-            f"batch [{self.batch_idx + 1}/{self.num_batches}]",
-            f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
-            f"data {data_time.val:.3f} ({data_time.avg:.3f})",
-            f"{losses}",
-            f"lr {lr:.4e}" if lr is not None else "",
-            f"eta {eta}",
-        ]))
+        print(
+            " ".join(
+                [
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                    f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                    f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                    f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                    f"{losses}",
+                    f"lr {lr:.4e}" if lr is not None else "",
+                    f"eta {eta}",
+                ]
+            )
+        )
 
     def record_epoch(self, losses: MetricMeter, batch_time: AverageMeter) -> None:
         """Append the epoch's mean losses to ``train_history.jsonl`` (machine-readable, no log scraping)."""
-        entry = {"epoch": self.epoch + 1, "steps": self.num_batches, "lr": getattr(self, "_epoch_start_lr", None),
-                 "seconds": batch_time.sum, **{k: m.avg for k, m in losses.meters.items()}}
+        entry = {
+            "epoch": self.epoch + 1,
+            "steps": self.num_batches,
+            "lr": getattr(self, "_epoch_start_lr", None),
+            "seconds": batch_time.sum,
+            **{k: m.avg for k, m in losses.meters.items()},
+        }
         os.makedirs(self.output_dir, exist_ok=True)
         with open(osp.join(self.output_dir, HISTORY_FILE), "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -136,8 +150,9 @@ class TrainerExtensions:
         return optims[0].param_groups[0]["lr"] if optims else None
 
     # ---- saving ---------------------------------------------------------------
-    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None,
-                   model_name: str = "") -> None:
+    def save_model(
+        self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None, model_name: str = ""
+    ) -> None:
         rng_state = capture_rng_state()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
@@ -241,8 +256,11 @@ class TrainerExtensions:
             if not osp.isfile(path):
                 folder = osp.join(directory, name)
                 found = sorted(f for f in os.listdir(folder) if f.startswith("model")) if osp.isdir(folder) else []
-                hint = (f"found {found}; pass --load-epoch N for model.pth.tar-N" if found
-                        else "no checkpoint files there; is --model-dir the output directory of a training run?")
+                hint = (
+                    f"found {found}; pass --load-epoch N for model.pth.tar-N"
+                    if found
+                    else "no checkpoint files there; is --model-dir the output directory of a training run?"
+                )
                 raise CheckpointError(f"No checkpoint at {path} ({hint})")
             checkpoint = load_checkpoint(path)
             self._load_into(name, path, checkpoint)
@@ -263,8 +281,12 @@ class TrainerExtensions:
             # after_epoch leaves a resume point for every finished epoch, and nothing is written mid-epoch;
             # in the first epoch after a --resume, that point is still the one resumed from.
             resumed_from = self.cfg.RESUME if epoch - 1 == getattr(self, "start_epoch", 0) else ""
-            kept = (f"the checkpoint of epoch {epoch - 1} in {resumed_from or self.output_dir} is intact and a rerun "
-                    "resumes from it" if epoch > 1 else "no epoch had finished, so no checkpoint was written")
+            kept = (
+                f"the checkpoint of epoch {epoch - 1} in {resumed_from or self.output_dir} is intact and a rerun "
+                "resumes from it"
+                if epoch > 1
+                else "no epoch had finished, so no checkpoint was written"
+            )
             raise NonFiniteLossError(
                 f"Loss is {loss.detach().float().flatten()[0].item()} at epoch {epoch}, batch {step}"
                 f"{f' of {steps}' if steps else ''}: training stopped; {kept}. {self.non_finite_loss_advice()}"

@@ -6,7 +6,7 @@ output directories:
 - a file written by `save_anchor`;
 - a Dassl checkpoint file whose ``state_dict`` holds ``anchor_ctx_1``
   (the released ``anchor_weights/<Dataset>/anchor_prompt_learner/model.pth.tar``),
-  read without executing pickled code (see `legacy_checkpoint`);
+  read without executing pickled code (see `official_checkpoint`);
 - a directory: ``<dir>/anchor.pth``, else ``<dir>/anchor_prompt_learner/`` (or
   ``<dir>`` itself when it is that folder) holding ``model.pth.tar`` (released
   name), else the highest ``model.pth.tar-<epoch>``, else ``model-best.pth.tar``.
@@ -24,7 +24,7 @@ import torch
 
 from anchoropt.errors import CheckpointError
 from anchoropt.fileio import atomic_write_bytes
-from anchoropt.method.legacy_checkpoint import load_legacy_checkpoint
+from anchoropt.method.official_checkpoint import load_official_checkpoint
 
 ANCHOR_FILE_NAME = "anchor.pth"
 ANCHOR_FORMAT = "anchoropt.anchor"
@@ -114,7 +114,7 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # Dassl checkpoints pickle scheduler objects; read them with the allow-list loader.
-        return load_legacy_checkpoint(path)
+        return load_official_checkpoint(path)
     except Exception as error:
         raise CheckpointError(f"cannot read anchor checkpoint {path}: {type(error).__name__}: {error}") from error
 
@@ -126,20 +126,27 @@ def _official_anchor(state_dict: Mapping[str, Any], path: Path) -> torch.Tensor:
     if len(suffixed) == 1:
         return state_dict[suffixed[0]]
     raise CheckpointError(
-        f"checkpoint {path} has no anchor: expected state_dict key '{OFFICIAL_ANCHOR_KEY}', found {sorted(map(str, state_dict))}"
+        f"checkpoint {path} has no anchor: expected state_dict key '{OFFICIAL_ANCHOR_KEY}', found "
+        f"{sorted(map(str, state_dict))}"
     )
 
 
 def _record_from(content: Any, path: Path) -> AnchorRecord:
     if isinstance(content, Mapping) and content.get("format") == ANCHOR_FORMAT:
         if content.get("version") != ANCHOR_FORMAT_VERSION:
-            raise CheckpointError(f"anchor checkpoint {path} has format version {content.get('version')}, this toolkit reads {ANCHOR_FORMAT_VERSION}")
-        return AnchorRecord(content["anchor"], list(content["classnames"]), dict(content["settings"]), "anchoropt", path)
+            raise CheckpointError(
+                f"anchor checkpoint {path} has format version {content.get('version')}, this toolkit reads "
+                f"{ANCHOR_FORMAT_VERSION}"
+            )
+        return AnchorRecord(
+            content["anchor"], list(content["classnames"]), dict(content["settings"]), "anchoropt", path
+        )
     if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
         settings = {key: content[key] for key in ("epoch",) if isinstance(content.get(key), int)}
         return AnchorRecord(_official_anchor(content["state_dict"], path), [], settings, "dassl", path)
     raise CheckpointError(
-        f"{path} is not an anchor checkpoint: expected a file written by the Stage I trainer or a Dassl checkpoint with state_dict['{OFFICIAL_ANCHOR_KEY}']"
+        f"{path} is not an anchor checkpoint: expected a file written by the Stage I trainer or a Dassl checkpoint "
+        f"with state_dict['{OFFICIAL_ANCHOR_KEY}']"
     )
 
 
@@ -154,8 +161,10 @@ def load_anchor(path: str | Path, expected_width: int | None = None, expected_le
     length, width = anchor.shape
     if expected_width is not None and width != expected_width:
         raise CheckpointError(
-            f"anchor in {path} has shape [{length}, {width}], expected [{expected_len if expected_len is not None else length}, {expected_width}]: "
-            f"its width {width} does not match the CLIP text width {expected_width} (was it trained with another backbone?)"
+            f"anchor in {path} has shape [{length}, {width}], expected "
+            f"[{expected_len if expected_len is not None else length}, {expected_width}]: "
+            f"its width {width} does not match the CLIP text width {expected_width} (was it trained with another "
+            "backbone?)"
         )
     if expected_len is not None and length != expected_len:
         raise CheckpointError(

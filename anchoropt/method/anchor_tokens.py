@@ -33,10 +33,15 @@ def token_text(token_id: int) -> str:
 
 
 @torch.no_grad()
-def nearest_vocabulary_tokens(anchor: torch.Tensor, token_embedding: torch.Tensor, top_k: int = 5) -> list[list[NearToken]]:
+def nearest_vocabulary_tokens(
+    anchor: torch.Tensor, token_embedding: torch.Tensor, top_k: int = 5
+) -> list[list[NearToken]]:
     """For each anchor vector [N, d], the `top_k` vocabulary tokens by cosine similarity (embedding matrix [V, d])."""
     if anchor.dim() != 2 or token_embedding.dim() != 2 or anchor.shape[1] != token_embedding.shape[1]:
-        raise ValueError(f"anchor [N, d] and token embedding [V, d] must share d, got {tuple(anchor.shape)} and {tuple(token_embedding.shape)}")
+        raise ValueError(
+            f"anchor [N, d] and token embedding [V, d] must share d, got {tuple(anchor.shape)} and "
+            f"{tuple(token_embedding.shape)}"
+        )
     vectors = anchor.detach().float()
     table = token_embedding.detach().float().to(vectors.device)
     cosine = F.normalize(vectors, dim=-1) @ F.normalize(table, dim=-1).t()
@@ -60,4 +65,7 @@ def format_nearest_tokens(nearest: list[list[NearToken]], anchor: torch.Tensor |
 
 def nearest_tokens_record(nearest: list[list[NearToken]]) -> list[list[dict]]:
     """Plain values for results files."""
-    return [[{"token": t.text, "id": t.token_id, "cosine": t.cosine, "distance": t.distance} for t in tokens] for tokens in nearest]
+    return [
+        [{"token": t.text, "id": t.token_id, "cosine": t.cosine, "distance": t.distance} for t in tokens]
+        for tokens in nearest
+    ]

@@ -11,8 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from anchoropt.backbone import TextEncoder
 from anchoropt.errors import ConfigError, DataError
 from anchoropt.method.names import compact_classname, coop_renamed, loose_classname, normalize_classname
+from anchoropt.models.clip_parts import normalize
 
 DESCRIPTIONS_DIR = Path(__file__).absolute().parents[2] / "descriptions"
 DESCRIPTION_FILE_KEY = "TRAINER.ANCHOROPT.DESCRIPTIONS"
@@ -36,20 +40,62 @@ class DescriptionSource:
 
 DESCRIPTION_SOURCES: dict[str, DescriptionSource] = {
     "ImageNet": DescriptionSource(
-        "imagenet_prompts_full.json", 1000,
+        "imagenet_prompts_full.json",
+        1000,
         (_ATPROMPT + "imagenet_prompts_full.json", _CUPL + "imagenet_prompts_full.json"),
         "3eca90382a18a1c54586f719cb58e27329063259",
     ),
-    "Caltech101": DescriptionSource("cal_prompts_full.json", 100, (_ATPROMPT + "cal_prompts_full.json",), "9887dfe48403524e2260c6a66780b46a87d612a9"),
-    "OxfordPets": DescriptionSource("pets_prompts_full.json", 37, (_ATPROMPT + "pets_prompts_full.json",), "dfe38ce97aaa3e385590ad45b176d9ce9c3dbe20"),
-    "StanfordCars": DescriptionSource("cars_prompts_full.json", 196, (_ATPROMPT + "cars_prompts_full.json",), "bd461921edaa55d5633bd586a9c78ba223f24266"),
-    "OxfordFlowers": DescriptionSource("flower_prompts_full.json", 102, (_ATPROMPT + "flower_prompts_full.json",), "2a462100dd308e8da86f8544327958850b33e811"),
-    "Food101": DescriptionSource("food_prompts_full.json", 101, (_ATPROMPT + "food_prompts_full.json",), "9de2619fc7db276ba53e715389745168bca21c64"),
-    "FGVCAircraft": DescriptionSource("airplane_prompts_full.json", 100, (_ATPROMPT + "airplane_prompts_full.json",), "030f9aed70989a19dfa5280584d1d8ec667549dc"),
-    "SUN397": DescriptionSource("sun_prompts_full.json", 397, (_ATPROMPT + "sun_prompts_full.json",), "ce0691df0d981218c5cfdef5a83889460f6a987a"),
-    "DescribableTextures": DescriptionSource("texture_prompts_full.json", 47, (_ATPROMPT + "texture_prompts_full.json",), "fec0ef19f0a3922fafd35971789ba362a3cf334e"),
-    "EuroSAT": DescriptionSource("eurosat_prompts_full.json", 10, (_ATPROMPT + "eurosat_prompts_full.json",), "923e091313be63bde11f94fb67c6b324a0154c19"),
-    "UCF101": DescriptionSource("ucf_prompts_full.json", 101, (_ATPROMPT + "ucf_prompts_full.json",), "0eb6e2e97a529d665cc3490fc265796a289f6fde"),
+    "Caltech101": DescriptionSource(
+        "cal_prompts_full.json", 100, (_ATPROMPT + "cal_prompts_full.json",), "9887dfe48403524e2260c6a66780b46a87d612a9"
+    ),
+    "OxfordPets": DescriptionSource(
+        "pets_prompts_full.json",
+        37,
+        (_ATPROMPT + "pets_prompts_full.json",),
+        "dfe38ce97aaa3e385590ad45b176d9ce9c3dbe20",
+    ),
+    "StanfordCars": DescriptionSource(
+        "cars_prompts_full.json",
+        196,
+        (_ATPROMPT + "cars_prompts_full.json",),
+        "bd461921edaa55d5633bd586a9c78ba223f24266",
+    ),
+    "OxfordFlowers": DescriptionSource(
+        "flower_prompts_full.json",
+        102,
+        (_ATPROMPT + "flower_prompts_full.json",),
+        "2a462100dd308e8da86f8544327958850b33e811",
+    ),
+    "Food101": DescriptionSource(
+        "food_prompts_full.json",
+        101,
+        (_ATPROMPT + "food_prompts_full.json",),
+        "9de2619fc7db276ba53e715389745168bca21c64",
+    ),
+    "FGVCAircraft": DescriptionSource(
+        "airplane_prompts_full.json",
+        100,
+        (_ATPROMPT + "airplane_prompts_full.json",),
+        "030f9aed70989a19dfa5280584d1d8ec667549dc",
+    ),
+    "SUN397": DescriptionSource(
+        "sun_prompts_full.json", 397, (_ATPROMPT + "sun_prompts_full.json",), "ce0691df0d981218c5cfdef5a83889460f6a987a"
+    ),
+    "DescribableTextures": DescriptionSource(
+        "texture_prompts_full.json",
+        47,
+        (_ATPROMPT + "texture_prompts_full.json",),
+        "fec0ef19f0a3922fafd35971789ba362a3cf334e",
+    ),
+    "EuroSAT": DescriptionSource(
+        "eurosat_prompts_full.json",
+        10,
+        (_ATPROMPT + "eurosat_prompts_full.json",),
+        "923e091313be63bde11f94fb67c6b324a0154c19",
+    ),
+    "UCF101": DescriptionSource(
+        "ucf_prompts_full.json", 101, (_ATPROMPT + "ucf_prompts_full.json",), "0eb6e2e97a529d665cc3490fc265796a289f6fde"
+    ),
 }
 # Test-only ImageNet variants share ImageNet's classes, so they share its descriptions.
 DATASET_ALIASES = {name: "ImageNet" for name in ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")}
@@ -127,7 +173,9 @@ def match_description_keys(classnames: Sequence[str], keys: Sequence[str]) -> tu
             unmatched[name] = "ambiguous: " + ", ".join(repr(key) for key in candidates)
         else:
             close = difflib.get_close_matches(loose_classname(name), list(loose_keys), n=3, cutoff=0.6)
-            unmatched[name] = "close: " + ", ".join(repr(loose_keys[item]) for item in close) if close else "no close key"
+            unmatched[name] = (
+                "close: " + ", ".join(repr(loose_keys[item]) for item in close) if close else "no close key"
+            )
     return matched, unmatched
 
 
@@ -148,18 +196,49 @@ def load_descriptions(path: str | Path, classnames: Sequence[str], max_per_class
         more = f"; and {len(unmatched) - len(shown)} more" if len(unmatched) > len(shown) else ""
         raise DataError(
             f"description file {path} has no entry for {len(unmatched)} of {len(classnames)} classes: "
-            + "; ".join(f"'{name}' ({hint})" for name, hint in shown) + more
+            + "; ".join(f"'{name}' ({hint})" for name, hint in shown)
+            + more
             + " (expected a key per class name, matched ignoring case, underscores and punctuation)"
         )
     empty = [name for name in classnames if not descriptions[matched[name]]]
     if empty:
-        raise DataError(f"description file {path} has an empty sentence list for: {', '.join(repr(name) for name in empty)}")
-    short = [f"{name} ({len(descriptions[matched[name]])})" for name in classnames if len(descriptions[matched[name]]) < max_per_class]
+        raise DataError(
+            f"description file {path} has an empty sentence list for: {', '.join(repr(name) for name in empty)}"
+        )
+    short = [
+        f"{name} ({len(descriptions[matched[name]])})"
+        for name in classnames
+        if len(descriptions[matched[name]]) < max_per_class
+    ]
     if short:
         warnings.warn(
-            f"description file {path}: {len(short)} classes have fewer than {max_per_class} sentences, using all they have: "
-            + ", ".join(short),
+            f"description file {path}: {len(short)} classes have fewer than {max_per_class} sentences, using all "
+            "they have: " + ", ".join(short),
             stacklevel=2,
         )
     return [descriptions[matched[name]][:max_per_class] for name in classnames]
 
+
+@dataclass
+class DescriptionFeatures:
+    """Normalised features of every description sentence, flattened over classes."""
+
+    features: torch.Tensor  # [P, embed_dim], fp32
+    owner: torch.Tensor  # [P] class index of each sentence
+    per_class: list[int]  # sentences per class
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.per_class)
+
+    def to(self, device: torch.device | str) -> "DescriptionFeatures":
+        return DescriptionFeatures(self.features.to(device), self.owner.to(device), list(self.per_class))
+
+
+@torch.no_grad()
+def encode_descriptions(text_encoder: TextEncoder, descriptions: Sequence[Sequence[str]]) -> DescriptionFeatures:
+    """Encode the sentences of each class once (tokenizer truncation, no graph) and normalise them."""
+    sentences = [sentence for per_class in descriptions for sentence in per_class]
+    owner = torch.tensor([c for c, per_class in enumerate(descriptions) for _ in per_class], dtype=torch.long)
+    features = normalize(text_encoder.encode_texts(sentences)).detach()
+    return DescriptionFeatures(features, owner.to(features.device), [len(d) for d in descriptions])

@@ -1,10 +1,18 @@
-"""Stage II training loss: cross-entropy on the normal branch plus distillation
-from the (detached) ensemble of the normal and anchor branches."""
+"""Every training loss of the toolkit, in one place.
+
+- Stage I: `description_mse` (anchor prompt vs. LLM description features).
+- Stage II: `anchoropt_loss` = cross-entropy on the normal branch plus distillation (`kd_loss`)
+  from the (detached) ensemble of the normal and anchor branches.
+- DePT: `dept_loss` (prompt cross-entropy and the linear head's cross-entropy).
+"""
+
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from anchoropt.errors import ConfigError
+from anchoropt.method.descriptions import DescriptionFeatures
 
 CE_WEIGHT_KEY = "TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT"
 KD_WEIGHT_KEY = "TRAINER.ANCHOROPT.KD_WEIGHT"
@@ -23,7 +31,8 @@ def check_loss_settings(ce_weight: float, kd_weight: float, kd_temperature: floa
         raise ConfigError(f"{KD_WEIGHT_KEY} must be >= 0, got {kd_weight}")
     if kd_weight > 0 and not kd_temperature > 0:
         raise ConfigError(
-            f"{KD_TEMPERATURE_KEY} must be > 0 when {KD_WEIGHT_KEY} > 0 (got temperature {kd_temperature}, weight {kd_weight}); "
+            f"{KD_TEMPERATURE_KEY} must be > 0 when {KD_WEIGHT_KEY} > 0 (got temperature {kd_temperature}, weight "
+            f"{kd_weight}); "
             f"set {KD_WEIGHT_KEY} 0 to switch distillation off"
         )
 
@@ -67,3 +76,26 @@ def anchoropt_loss(
     else:
         kd = torch.zeros((), device=ce.device)
     return total, {"ce": ce.detach(), "kd": kd.detach()}
+
+
+def description_mse(anchor_features: torch.Tensor, descriptions: DescriptionFeatures) -> torch.Tensor:
+    """Mean over (class, sentence, dim) of (z_c - d_{c,k})², z_c the normalised anchor-prompt features [C, e].
+
+    With the same number of sentences per class this is exactly ``nn.MSELoss`` between z
+    repeated K times and the [C, K, e] description features (the official loss).
+    """
+    if anchor_features.shape[0] != descriptions.num_classes:
+        raise ValueError(
+            f"{anchor_features.shape[0]} anchor-prompt features for {descriptions.num_classes} described classes"
+        )
+    diff = anchor_features.float()[descriptions.owner] - descriptions.features
+    return diff.pow(2).mean()
+
+
+def dept_loss(
+    sim: torch.Tensor, labels: torch.Tensor, head_logits: torch.Tensor, head_labels: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(1 − w)·CE(sim, y) + w·CE(head)``; returns the loss and the detached parts {"ce", "head"}."""
+    ce = F.cross_entropy(sim.float(), labels)
+    head = F.cross_entropy(head_logits.float(), head_labels)
+    return (1 - weight) * ce + weight * head, {"ce": ce.detach(), "head": head.detach()}

@@ -35,8 +35,14 @@ def position_report(positions: PositionMatrix) -> str:
         *_matrix_lines(chosen),
     ]
     if positions.trainable:
-        lines += ["soft view (row softmax of logits / tau)" if positions.mode == "learned" else "soft view (Sinkhorn of logits / tau)",
-                  *_matrix_lines(positions.probabilities()), "logits:", *_matrix_lines(positions.logits)]
+        lines += [
+            "soft view (row softmax of logits / tau)"
+            if positions.mode == "learned"
+            else "soft view (Sinkhorn of logits / tau)",
+            *_matrix_lines(positions.probabilities()),
+            "logits:",
+            *_matrix_lines(positions.logits),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -44,8 +50,9 @@ def export_positions(positions: PositionMatrix, png_path: str | Path, txt_path: 
     """Write the heatmap (soft view, order from the evaluation matrix) and optionally the report; return the order."""
     chosen = positions.deterministic()
     title = f"position matrix ({positions.mode}): row = slot, column = source"
-    render_position_matrix(positions.probabilities(), png_path, positions.num_ctx, positions.anchor_len,
-                           title=title, order_matrix=chosen)
+    render_position_matrix(
+        positions.probabilities(), png_path, positions.num_ctx, positions.anchor_len, title=title, order_matrix=chosen
+    )
     if txt_path is not None:
         Path(txt_path).parent.mkdir(parents=True, exist_ok=True)
         Path(txt_path).write_text(position_report(positions))
@@ -54,8 +61,14 @@ def export_positions(positions: PositionMatrix, png_path: str | Path, txt_path: 
 
 def position_settings(positions: PositionMatrix) -> dict[str, Any]:
     """Plain values a checkpoint stores so the matrix can be rebuilt without the config."""
-    return {"position_mode": positions.mode, "gumbel_temp": positions.tau, "sinkhorn_iters": positions.sinkhorn_iters,
-            "n_ctx": positions.num_ctx, "anchor_len": positions.anchor_len, "legacy": positions.legacy}
+    return {
+        "position_mode": positions.mode,
+        "gumbel_temp": positions.tau,
+        "sinkhorn_iters": positions.sinkhorn_iters,
+        "n_ctx": positions.num_ctx,
+        "anchor_len": positions.anchor_len,
+        "legacy": positions.legacy,
+    }
 
 
 def positions_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> PositionMatrix:
@@ -73,7 +86,9 @@ def positions_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "chec
         )
     if mode in TRAINABLE_MODES:
         if len(logits_keys) != 1:
-            raise CheckpointError(f"{source}: position mode '{mode}' but {len(logits_keys)} '{LOGITS_SUFFIX}' entries in the state dict")
+            raise CheckpointError(
+                f"{source}: position mode '{mode}' but {len(logits_keys)} '{LOGITS_SUFFIX}' entries in the state dict"
+            )
         logits = state[logits_keys[0]]
         size = logits.shape[0]
         anchor_len = int(extras.get("anchor_len", 1))
@@ -82,8 +97,14 @@ def positions_from_checkpoint(checkpoint: Mapping[str, Any], source: str = "chec
             raise CheckpointError(f"{source}: logits are {size}x{size} but N_CTX={n_ctx} and ANCHOR_LEN={anchor_len}")
     else:
         n_ctx, anchor_len = int(extras["n_ctx"]), int(extras["anchor_len"])
-    positions = PositionMatrix(n_ctx, anchor_len, mode, float(extras.get("gumbel_temp", 1.0)),
-                               int(extras.get("sinkhorn_iters", 20)), bool(extras.get("legacy", False)))
+    positions = PositionMatrix(
+        n_ctx,
+        anchor_len,
+        mode,
+        float(extras.get("gumbel_temp", 1.0)),
+        int(extras.get("sinkhorn_iters", 20)),
+        bool(extras.get("legacy", False)),
+    )
     if positions.trainable:
         with torch.no_grad():
             positions.logits.copy_(logits.float())

@@ -62,7 +62,9 @@ def render_position_matrix(
     `order_matrix` (e.g. the deterministic P) or else from `matrix` itself."""
     slots = num_ctx + anchor_len
     if tuple(matrix.shape) != (slots, slots):
-        raise ValueError(f"matrix must be {slots}x{slots} for N_CTX={num_ctx}, ANCHOR_LEN={anchor_len}, got {tuple(matrix.shape)}")
+        raise ValueError(
+            f"matrix must be {slots}x{slots} for N_CTX={num_ctx}, ANCHOR_LEN={anchor_len}, got {tuple(matrix.shape)}"
+        )
     layout = HeatmapLayout(slots)
     values = _scaled(matrix)
     image = Image.new("RGB", layout.size, (255, 255, 255))
@@ -82,7 +84,13 @@ def render_position_matrix(
             box = layout.cell_box(slot, source)
             draw.rectangle(box, fill=_colour(value), outline=(200, 200, 200))
             ink = (255, 255, 255) if value > 0.5 else (0, 0, 0)
-            draw.text(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2), f"{float(matrix[slot, source]):.2f}", fill=ink, font=font, anchor="mm")
+            draw.text(
+                ((box[0] + box[2]) // 2, (box[1] + box[3]) // 2),
+                f"{float(matrix[slot, source]):.2f}",
+                fill=ink,
+                font=font,
+                anchor="mm",
+            )
 
     order = order_text(order_matrix if order_matrix is not None else matrix, num_ctx, anchor_len)
     draw.text((8, layout.top + slots * layout.cell + 14), f"order: {order}", fill=(0, 0, 0), font=font)

@@ -59,7 +59,9 @@ def fixed_order(mode: str, num_ctx: int, anchor_len: int) -> list[int]:
     if mode == "anchor_middle":
         half = math.ceil(num_ctx / 2)
         return soft[:half] + anchors + soft[half:]
-    raise ConfigError(f"{MODE_KEY}: '{mode}' is not a fixed order (expected one of identity, anchor_front, anchor_middle, anchor_end)")
+    raise ConfigError(
+        f"{MODE_KEY}: '{mode}' is not a fixed order (expected one of identity, anchor_front, anchor_middle, anchor_end)"
+    )
 
 
 def order_matrix(order: list[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -100,7 +102,10 @@ def apply_positions(matrix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Z = P @ tokens for tokens of shape [K, d] or [..., K, d] (one P shared by the batch)."""
     slots = matrix.shape[-1]
     if tokens.dim() < 2 or tokens.shape[-2] != slots:
-        raise ValueError(f"tokens must have shape [..., {slots}, d] to match a {slots}x{slots} position matrix, got {tuple(tokens.shape)}")
+        raise ValueError(
+            f"tokens must have shape [..., {slots}, d] to match a {slots}x{slots} position matrix, got "
+            f"{tuple(tokens.shape)}"
+        )
     return torch.matmul(matrix.to(dtype=tokens.dtype, device=tokens.device), tokens)
 
 
@@ -121,7 +126,9 @@ class PositionMatrix(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in POSITION_MODES:
-            raise ConfigError(f"{MODE_KEY}: unknown position mode '{mode}' (expected one of {', '.join(POSITION_MODES)})")
+            raise ConfigError(
+                f"{MODE_KEY}: unknown position mode '{mode}' (expected one of {', '.join(POSITION_MODES)})"
+            )
         if num_ctx < 0 or anchor_len < 0 or num_ctx + anchor_len < 1:
             raise ConfigError(f"position matrix needs at least one slot, got N_CTX={num_ctx}, ANCHOR_LEN={anchor_len}")
         if mode in TRAINABLE_MODES and not tau > 0:
@@ -187,7 +194,10 @@ class PositionMatrix(nn.Module):
         return apply_positions(self(), tokens)
 
     def extra_repr(self) -> str:
-        return f"num_ctx={self.num_ctx}, anchor_len={self.anchor_len}, mode={self.mode}, tau={self.tau}, legacy={self.legacy}"
+        return (
+            f"num_ctx={self.num_ctx}, anchor_len={self.anchor_len}, mode={self.mode}, tau={self.tau}, "
+            f"legacy={self.legacy}"
+        )
 
 
 def slot_sources(matrix: torch.Tensor) -> list[int]:

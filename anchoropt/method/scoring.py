@@ -14,7 +14,9 @@ SCORING_MODE_KEY = "TRAINER.ANCHOROPT.SCORING_MODE"
 
 def _check_mode(mode: str) -> None:
     if mode not in SCORING_MODES:
-        raise ConfigError(f"{SCORING_MODE_KEY}: unknown scoring mode '{mode}' (expected one of {', '.join(SCORING_MODES)})")
+        raise ConfigError(
+            f"{SCORING_MODE_KEY}: unknown scoring mode '{mode}' (expected one of {', '.join(SCORING_MODES)})"
+        )
 
 
 def seen_mask_for(classnames: Sequence[str], trained_classnames: Sequence[str]) -> torch.Tensor:
@@ -45,7 +47,9 @@ def combine_logits(
     """
     _check_mode(mode)
     if seen_mask.shape != normal.shape[-1:]:
-        raise ValueError(f"seen_mask has shape {tuple(seen_mask.shape)}, expected [{normal.shape[-1]}] (one entry per class)")
+        raise ValueError(
+            f"seen_mask has shape {tuple(seen_mask.shape)}, expected [{normal.shape[-1]}] (one entry per class)"
+        )
     if mode == "normal" or (mode == "auto" and bool(seen_mask.all())):
         return normal
     if anchor is None:

@@ -1,4 +1,5 @@
 """Frozen-CLIP pieces every prompted model uses: image features, scaled cosine logits."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ own prompts ``[SOS] ctx + π(x) <class>. [EOS]``. The per-image prompts of a bat
 C classes) go through the (exactly truncated) text encoder together, in chunks of whole images
 rather than a Python loop over images.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -32,11 +33,15 @@ def image_feature_dim(clip_model: CLIP) -> int:
 def build_meta_net(image_dim: int, text_width: int) -> nn.Sequential:
     """CoCoOp's meta-net (parameter names ``linear1`` / ``linear2`` as in the official code)."""
     hidden = max(1, image_dim // 16)
-    return nn.Sequential(OrderedDict([
-        ("linear1", nn.Linear(image_dim, hidden)),
-        ("relu", nn.ReLU(inplace=True)),
-        ("linear2", nn.Linear(hidden, text_width)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("linear1", nn.Linear(image_dim, hidden)),
+                ("relu", nn.ReLU(inplace=True)),
+                ("linear2", nn.Linear(hidden, text_width)),
+            ]
+        )
+    )
 
 
 class ConditionalContext(nn.Module):
@@ -67,8 +72,13 @@ class CoCoOpPromptLearner(ConditionalContext, nn.Module):
         init = init_context(clip_model.token_embedding, n_ctx, ctx_init)
         self.ctx = nn.Parameter(init.vectors)
         self.init_meta_net(clip_model)
-        self.layout = PromptLayout(clip_model.token_embedding, classnames, "{ctx} {class}.", init.n_ctx,
-                                   context_length=clip_model.positional_embedding.shape[0])
+        self.layout = PromptLayout(
+            clip_model.token_embedding,
+            classnames,
+            "{ctx} {class}.",
+            init.n_ctx,
+            context_length=clip_model.positional_embedding.shape[0],
+        )
         print(f'Initial context: "{init.prefix}"')
         print(f"Number of context words (tokens): {init.n_ctx}")
 
@@ -101,7 +111,7 @@ def encode_per_image_prompts(
     flat_readout = readout.repeat(min(batch, images_per_chunk))
     chunks = []
     for start in range(0, batch, images_per_chunk):
-        part = embeds[start:start + images_per_chunk]
+        part = embeds[start : start + images_per_chunk]
         count = part.shape[0] * n_cls
         features = text_encoder(part.reshape(count, *part.shape[2:]), flat_readout[:count], length)
         chunks.append(normalize(features).reshape(part.shape[0], n_cls, -1))
@@ -111,8 +121,9 @@ def encode_per_image_prompts(
 class CoCoOpCLIP(nn.Module):
     """Frozen CLIP scored against per-image prompts; nothing about the prompts is fixed in evaluation."""
 
-    def __init__(self, clip_model: CLIP, prompt_learner: CoCoOpPromptLearner,
-                 max_text_sequences: int = MAX_TEXT_SEQUENCES) -> None:
+    def __init__(
+        self, clip_model: CLIP, prompt_learner: CoCoOpPromptLearner, max_text_sequences: int = MAX_TEXT_SEQUENCES
+    ) -> None:
         super().__init__()
         self.prompt_learner = prompt_learner
         self.text_encoder = TextEncoder(clip_model)
@@ -123,6 +134,7 @@ class CoCoOpCLIP(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         image_features = self.image_encoder(image)
         embeds, eot = self.prompt_learner(image_features)
-        text = encode_per_image_prompts(self.text_encoder, embeds, eot, self.prompt_learner.layout.length,
-                                        self.max_text_sequences)
+        text = encode_per_image_prompts(
+            self.text_encoder, embeds, eot, self.prompt_learner.layout.length, self.max_text_sequences
+        )
         return scaled_logits(image_features, text, self.logit_scale)

@@ -5,9 +5,10 @@ by the batch (a fresh sample in training, the row argmax in evaluation). Θ, V a
 are trained (the official code trains neither Θ nor the meta-net). The anchor branch is the
 unprompted "[A] of <class>." with CLIP's image features, fixed per class set.
 
-The model follows the contract of `anchoropt.models.anchoropt`; its prompts depend on the
+The model follows the contract `anchoropt.models.stage2_base.Stage2Model`; its prompts depend on the
 image, so ``PROMPTS_FIXED_IN_EVAL`` is False and ``prompt_state()`` is the position matrix.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,33 +16,40 @@ from typing import Sequence
 import torch
 from clip.model import CLIP
 
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
 from anchoropt.models.clip_parts import scaled_logits
 from anchoropt.models.cocoop import MAX_TEXT_SEQUENCES, ConditionalContext, encode_per_image_prompts
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
 
 
 class CoCoOpAnchorOPTPromptLearner(ConditionalContext, AnchorOPTPromptLearner):
     """AnchorOPT's V (``ctx``), A (``anchor``) and Θ (``positions``) plus CoCoOp's ``meta_net``."""
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, anchor_len: int,
-                 **anchoropt_options) -> None:
+    def __init__(
+        self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, anchor_len: int, **anchoropt_options
+    ) -> None:
         super().__init__(clip_model, classnames, n_ctx, anchor_len, **anchoropt_options)
         self.init_meta_net(clip_model)
 
-    def image_prompts(self, image_features: torch.Tensor,
-                      matrix: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_prompts(
+        self, image_features: torch.Tensor, matrix: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image normal prompts [B, n_cls, L, d] (one P for the batch) and read-out positions [n_cls]."""
         arranged = self.arrange(self.image_context(image_features), matrix)
         return self.layout.assemble(arranged), self.readout_index
 
 
-class CoCoOpAnchorOPTCLIP(AnchorOPTCLIP):
+class CoCoOpAnchorOPTCLIP(CoOpAnchorOPTCLIP):
     PROMPTS_FIXED_IN_EVAL = False
 
     prompt_learner: CoCoOpAnchorOPTPromptLearner
 
-    def __init__(self, clip_model: CLIP, prompt_learner: CoCoOpAnchorOPTPromptLearner,
-                 max_text_sequences: int = MAX_TEXT_SEQUENCES) -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        prompt_learner: CoCoOpAnchorOPTPromptLearner,
+        max_text_sequences: int = MAX_TEXT_SEQUENCES,
+    ) -> None:
         super().__init__(clip_model, prompt_learner)
         self.max_text_sequences = max_text_sequences
 
@@ -58,6 +66,7 @@ class CoCoOpAnchorOPTCLIP(AnchorOPTCLIP):
         image_features = self.image_encoder(image)
         learner = self.prompt_learner
         embeds, readout = learner.image_prompts(image_features, prompt_state)
-        text = encode_per_image_prompts(self.text_encoder, embeds, readout, learner.layout.length,
-                                        self.max_text_sequences)
+        text = encode_per_image_prompts(
+            self.text_encoder, embeds, readout, learner.layout.length, self.max_text_sequences
+        )
         return scaled_logits(image_features, text, self.logit_scale), self.anchor_logits(image_features, anchor_text)

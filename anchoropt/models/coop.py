@@ -1,4 +1,5 @@
 """CoOp: learnable context vectors in front of (or around) the class name."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,15 +21,27 @@ class CoOpPromptLearner(nn.Module):
     class names, so a checkpoint trained on base classes evaluates on new ones.
     """
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, ctx_init: str = "",
-                 csc: bool = False, class_token_position: str = "end") -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: Sequence[str],
+        n_ctx: int,
+        ctx_init: str = "",
+        csc: bool = False,
+        class_token_position: str = "end",
+    ) -> None:
         super().__init__()
         init = init_context(clip_model.token_embedding, n_ctx, ctx_init, n_cls=len(classnames) if csc else None)
         self.ctx = nn.Parameter(init.vectors)
         self.csc = csc
         self.prompt_prefix = init.prefix
-        self.layout = PromptLayout(clip_model.token_embedding, classnames, template_for_position(class_token_position),
-                                   init.n_ctx, context_length=clip_model.positional_embedding.shape[0])
+        self.layout = PromptLayout(
+            clip_model.token_embedding,
+            classnames,
+            template_for_position(class_token_position),
+            init.n_ctx,
+            context_length=clip_model.positional_embedding.shape[0],
+        )
         print(f'Initial context: "{init.prefix}"')
         print(f"Number of context words (tokens): {init.n_ctx}")
 

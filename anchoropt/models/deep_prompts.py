@@ -18,6 +18,7 @@ Text prompts sit right after SOS (slots at positions 1..K, before EOT), so the
 text encoder's exact truncation at the last EOT stays exact. Vision prompts sit after
 the patch tokens (the last K positions).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def replace_slots(x: torch.Tensor, slots: torch.Tensor, start: int) -> torch.Ten
             f"{count} prompt slots of width {slots.shape[-1]} at position {start} do not fit a sequence of "
             f"{seq} positions of width {width}"
         )
-    return torch.cat([x[:begin], slots.to(x.dtype), x[begin + count:]], dim=0)
+    return torch.cat([x[:begin], slots.to(x.dtype), x[begin + count :]], dim=0)
 
 
 def run_prompted_blocks(
@@ -90,8 +91,9 @@ class DeepPromptTextEncoder(TextEncoder):
 
     _deep: DeepSlots | None = None
 
-    def forward(self, embeds: torch.Tensor, eot_index: torch.Tensor, length: int | None = None,
-                deep: DeepSlots | None = None) -> torch.Tensor:
+    def forward(
+        self, embeds: torch.Tensor, eot_index: torch.Tensor, length: int | None = None, deep: DeepSlots | None = None
+    ) -> torch.Tensor:
         if deep is not None and deep.start < 1:
             # SOS stays; a negative start would point past the (truncated) EOT.
             raise ValueError(f"text prompt slots must start after SOS (position >= 1), got {deep.start}")
@@ -132,13 +134,15 @@ class PromptedImageEncoder(nn.Module):
     def width(self) -> int:
         return int(self.visual.conv1.weight.shape[0])
 
-    def forward(self, image: torch.Tensor, shallow: torch.Tensor | None = None,
-                deep: DeepSlots | None = None) -> torch.Tensor:
+    def forward(
+        self, image: torch.Tensor, shallow: torch.Tensor | None = None, deep: DeepSlots | None = None
+    ) -> torch.Tensor:
         return vit_image_features(self.visual, image, shallow, deep)
 
 
-def vit_image_features(visual: nn.Module, image: torch.Tensor, shallow: torch.Tensor | None = None,
-                       deep: DeepSlots | None = None) -> torch.Tensor:
+def vit_image_features(
+    visual: nn.Module, image: torch.Tensor, shallow: torch.Tensor | None = None, deep: DeepSlots | None = None
+) -> torch.Tensor:
     """L2-normalised fp32 features of CLIP's ViT tower `visual`, optionally prompted (see `PromptedImageEncoder`).
 
     Without prompts it equals ``visual(image)`` normalised, computed with our block loop (fewer copies

@@ -14,13 +14,13 @@ on scores ``(1 − w)·sim + w·head`` (``head`` alone without ``TEST_TIME_FUSIO
 class scores ``sim``. The head's rows belong to the trained class names (saved with the
 checkpoint), so base, new, mixed and cross-dataset class sets are all scored by name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from clip.model import CLIP
 from torch import nn
 
@@ -47,13 +47,20 @@ class DePTSettings:
     @classmethod
     def from_cfg(cls, cfg: Any) -> "DePTSettings":
         probe = cfg.TRAINER.LINEAR_PROBE
-        settings = cls(head_type=str(probe.TYPE), weight=float(probe.WEIGHT),
-                       test_time_fusion=bool(probe.TEST_TIME_FUSION), film=bool(cfg.TRAINER.FILM.LINEAR_PROBE))
+        settings = cls(
+            head_type=str(probe.TYPE),
+            weight=float(probe.WEIGHT),
+            test_time_fusion=bool(probe.TEST_TIME_FUSION),
+            film=bool(cfg.TRAINER.FILM.LINEAR_PROBE),
+        )
         if settings.head_type not in HEAD_TYPES:
-            raise ConfigError(f"{TYPE_KEY}={settings.head_type!r} is not supported; expected one of {', '.join(HEAD_TYPES)}")
+            raise ConfigError(
+                f"{TYPE_KEY}={settings.head_type!r} is not supported; expected one of {', '.join(HEAD_TYPES)}"
+            )
         if not 0.0 <= settings.weight <= 1.0:
-            raise ConfigError(f"{WEIGHT_KEY} must be in [0, 1] (the head's share of loss and fused logits), "
-                              f"got {settings.weight}")
+            raise ConfigError(
+                f"{WEIGHT_KEY} must be in [0, 1] (the head's share of loss and fused logits), got {settings.weight}"
+            )
         return settings
 
     def head_options(self) -> dict[str, Any]:
@@ -95,15 +102,18 @@ class DePTHead(nn.Module):
         if self.linear is None or stored is None or stored.shape == self.linear.weight.shape:
             return
         if stored.dim() != 2 or stored.shape[1] != self.linear.in_features:
-            raise CheckpointError(f"DePT head in the checkpoint has shape {tuple(stored.shape)}; expected "
-                                  f"[classes, {self.linear.in_features}] (the CLIP embedding width)")
+            raise CheckpointError(
+                f"DePT head in the checkpoint has shape {tuple(stored.shape)}; expected "
+                f"[classes, {self.linear.in_features}] (the CLIP embedding width)"
+            )
         weight, bias = self.linear.weight, self.linear.bias
         weight.set_(weight.new_zeros(stored.shape))
         bias.set_(bias.new_zeros(stored.shape[0]))
         self.linear.out_features = stored.shape[0]
 
-    def training_logits(self, image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor,
-                        logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_logits(
+        self, image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Head logits and their labels on raw features: image [B, e], class text [C, e]."""
         image, text = self.film_image(image), self.film_text(text)
         if self.linear is None:
@@ -111,8 +121,9 @@ class DePTHead(nn.Module):
         samples = torch.cat([text[labels], image])
         return self.linear(samples), torch.cat([labels, labels])
 
-    def class_logits(self, image: torch.Tensor, text: torch.Tensor, columns: torch.Tensor,
-                     logit_scale: torch.Tensor) -> torch.Tensor:
+    def class_logits(
+        self, image: torch.Tensor, text: torch.Tensor, columns: torch.Tensor, logit_scale: torch.Tensor
+    ) -> torch.Tensor:
         """Head logits [B, C] for the current classes; ``columns`` [C] maps each to its head row (-1: none).
 
         Columns without a head row hold zeros (the scoring rule never reads them).
@@ -129,14 +140,6 @@ def head_columns(classnames: Sequence[str], trained_classnames: Sequence[str] | 
     """For each class, its index among the trained classes (matched by normalised name), or -1."""
     rows = {normalize_classname(name): i for i, name in enumerate(trained_classnames or [])}
     return torch.tensor([rows.get(normalize_classname(name), -1) for name in classnames], dtype=torch.long)
-
-
-def dept_loss(sim: torch.Tensor, labels: torch.Tensor, head_logits: torch.Tensor, head_labels: torch.Tensor,
-              weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``(1 − w)·CE(sim, y) + w·CE(head)``; returns the loss and the detached parts {"ce", "head"}."""
-    ce = F.cross_entropy(sim.float(), labels)
-    head = F.cross_entropy(head_logits.float(), head_labels)
-    return (1 - weight) * ce + weight * head, {"ce": ce.detach(), "head": head.detach()}
 
 
 def fuse_logits(sim: torch.Tensor, head: torch.Tensor, columns: torch.Tensor, settings: DePTSettings) -> torch.Tensor:
@@ -173,8 +176,13 @@ class DePTScoring:
     def raw_image_features(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_encoder.visual(image.to(self.image_encoder.dtype)).float()
 
-    def dept_outputs(self, image: torch.Tensor, text: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                     columns: torch.Tensor | None = None) -> DePTOutputs:
+    def dept_outputs(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        columns: torch.Tensor | None = None,
+    ) -> DePTOutputs:
         """Similarity logits, plus the head's training logits (given `labels`) or class logits (given `columns`).
 
         `text` is ``raw_text_features()`` computed beforehand (e.g. once per evaluation).
@@ -182,8 +190,9 @@ class DePTScoring:
         text = self.raw_text_features() if text is None else text
         image_raw = self.raw_image_features(image)
         image_features = normalize(image_raw)
-        out = DePTOutputs(sim=scaled_logits(image_features, normalize(text), self.logit_scale),
-                          image_features=image_features)
+        out = DePTOutputs(
+            sim=scaled_logits(image_features, normalize(text), self.logit_scale), image_features=image_features
+        )
         head = self.prompt_learner.head
         if labels is not None:
             out.head, out.head_labels = head.training_logits(image_raw, text.float(), labels, self.logit_scale)
@@ -195,8 +204,17 @@ class DePTScoring:
 class DePTPromptLearner(CoOpPromptLearner):
     """CoOp's context (``ctx``) plus the DePT ``head``; the state dict holds only learned tensors."""
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, ctx_init: str = "", csc: bool = False,
-                 class_token_position: str = "end", head_type: str = "linear", film: bool = True) -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: Sequence[str],
+        n_ctx: int,
+        ctx_init: str = "",
+        csc: bool = False,
+        class_token_position: str = "end",
+        head_type: str = "linear",
+        film: bool = True,
+    ) -> None:
         super().__init__(clip_model, classnames, n_ctx, ctx_init, csc, class_token_position)
         embed_dim = int(clip_model.text_projection.shape[1])
         self.head = DePTHead(embed_dim, len(classnames), head_type, film).to(self.ctx.device)

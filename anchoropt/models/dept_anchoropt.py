@@ -2,10 +2,11 @@
 
 The normal branch's similarity logits and the head follow `anchoropt.models.dept`; the anchor
 branch is the unprompted "[A] of <class>." with CLIP's image features. The model follows the
-contract of `anchoropt.models.anchoropt` (``branch_logits`` gives the similarity logits of the
+contract `anchoropt.models.stage2_base.Stage2Model` (``branch_logits`` gives the similarity logits of the
 normal branch) and adds DePT's outputs (`DePTScoring.dept_outputs`) for the trainer's loss and
 per-class scoring.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,22 +14,31 @@ from typing import Sequence
 import torch
 from clip.model import CLIP
 
-from anchoropt.models.anchoropt import AnchorOPTCLIP, AnchorOPTPromptLearner
+from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
 from anchoropt.models.dept import DePTHead, DePTScoring
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
 
 
 class DePTAnchorOPTPromptLearner(AnchorOPTPromptLearner):
     """AnchorOPT's V (``ctx``), A (``anchor``) and Θ (``positions``) plus the DePT ``head``."""
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, anchor_len: int,
-                 head_type: str = "linear", film: bool = True, **anchoropt_options) -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: Sequence[str],
+        n_ctx: int,
+        anchor_len: int,
+        head_type: str = "linear",
+        film: bool = True,
+        **anchoropt_options,
+    ) -> None:
         super().__init__(clip_model, classnames, n_ctx, anchor_len, **anchoropt_options)
         embed_dim = int(clip_model.text_projection.shape[1])
         self.head = DePTHead(embed_dim, len(classnames), head_type, film).to(self.ctx.device)
         print(f"DePT head: {head_type} over {len(classnames)} classes, FiLM {'on' if film else 'off'}")
 
 
-class DePTAnchorOPTCLIP(DePTScoring, AnchorOPTCLIP):
+class DePTAnchorOPTCLIP(DePTScoring, CoOpAnchorOPTCLIP):
     """``prompt_state()`` is the unnormalised normal-prompt class features (fixed in evaluation)."""
 
     PROMPTS_FIXED_IN_EVAL = True

@@ -10,6 +10,7 @@
 Parameter names follow MaPLe's (``ctx``, ``proj``, ``compound_prompts_text``,
 ``compound_prompt_projections``). Widths are read from the CLIP, so any ViT CLIP works.
 """
+
 from __future__ import annotations
 
 import copy
@@ -75,8 +76,10 @@ def check_prompt_depth(depth: int, clip_model: CLIP, vision_prompts: bool = True
         raise ConfigError("MaPLe's vision prompts need a ViT CLIP backbone (MODEL.BACKBONE.NAME ViT-*), not a ResNet")
     layers = dims.text_layers if not vision_prompts else min(dims.text_layers, dims.vision_layers)
     if not 1 <= depth <= layers:
-        raise ConfigError(f"{DEPTH_KEY}={depth}: expected 1..{layers} (the number of prompted transformer layers "
-                          f"of this CLIP; 1 = input layer only)")
+        raise ConfigError(
+            f"{DEPTH_KEY}={depth}: expected 1..{layers} (the number of prompted transformer layers "
+            f"of this CLIP; 1 = input layer only)"
+        )
 
 
 class CompoundPrompts:
@@ -125,8 +128,9 @@ class CompoundPrompts:
     def vision_prompts(self) -> VisionPrompts | None:
         if self.proj is None:
             return None
-        deep_vision = [project(prompt) for project, prompt in
-                       zip(self.compound_prompt_projections, self.compound_prompts_text)]
+        deep_vision = [
+            project(prompt) for project, prompt in zip(self.compound_prompt_projections, self.compound_prompts_text)
+        ]
         deep = None
         if deep_vision:
             deep = DeepSlots(start=-self.ctx.shape[-2], provider=_layer_list_provider(deep_vision))
@@ -152,15 +156,27 @@ class MaPLePromptLearner(CompoundPrompts, nn.Module):
     class names (`set_classnames`), so a model trained on base classes evaluates on new ones.
     """
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int = 2, ctx_init: str = "a photo of a",
-                 prompt_depth: int = 9, vision_prompts: bool = True) -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: Sequence[str],
+        n_ctx: int = 2,
+        ctx_init: str = "a photo of a",
+        prompt_depth: int = 9,
+        vision_prompts: bool = True,
+    ) -> None:
         super().__init__()
         init, words_after = maple_context(clip_model.token_embedding, n_ctx, ctx_init)
         self.ctx = nn.Parameter(init.vectors)
         self.init_compound_prompts(clip_model, prompt_depth, vision_prompts)
         template = "{ctx} " + (words_after + " " if words_after else "") + "{class}."
-        self.layout = PromptLayout(clip_model.token_embedding, classnames, template, n_ctx,
-                                   context_length=clip_model.positional_embedding.shape[0])
+        self.layout = PromptLayout(
+            clip_model.token_embedding,
+            classnames,
+            template,
+            n_ctx,
+            context_length=clip_model.positional_embedding.shape[0],
+        )
         print("MaPLe design: Multi-modal Prompt Learning")
         print(f'Initial context: "{init.prefix}"')
         print(f"Number of MaPLe context words (tokens): {n_ctx}; prompt depth {prompt_depth}")
@@ -174,8 +190,12 @@ class MaPLePromptLearner(CompoundPrompts, nn.Module):
 
     def text_prompts(self) -> TextPrompts:
         deep = DeepSlots(start=1, provider=lambda layer, hidden: self.compound_text(layer))
-        return TextPrompts(embeds=self.layout.assemble(self.ctx), eot_index=self.layout.eot_index,
-                           length=self.layout.length, deep=deep if self.prompt_depth > 1 else None)
+        return TextPrompts(
+            embeds=self.layout.assemble(self.ctx),
+            eot_index=self.layout.eot_index,
+            length=self.layout.length,
+            deep=deep if self.prompt_depth > 1 else None,
+        )
 
 
 class MaPLeCLIP(nn.Module):

@@ -8,10 +8,11 @@ slot holds an anchor token, ``P·[V_i; h_A]`` takes nothing from it: the soft to
 Vision prompts are MaPLe's projections of V and V_i. The anchor branch ("[A] of <class>.")
 runs through the unprompted CLIP, text and image.
 
-The model follows the contract of `anchoropt.models.anchoropt` (``prompt_learner``,
+The model follows the contract `anchoropt.models.stage2_base.Stage2Model` (``prompt_learner``,
 ``classnames``/``set_classnames``, ``anchor_text_features``, ``prompt_state``,
 ``branch_logits``, ``PROMPTS_FIXED_IN_EVAL``), so the Stage II trainer logic is shared.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,10 +22,10 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.method.positions import apply_positions
-from anchoropt.models.anchoropt import AnchorBranch, AnchorOPTPromptLearner
 from anchoropt.models.clip_parts import ImageEncoder, scaled_logits
 from anchoropt.models.deep_prompts import DeepSlots
 from anchoropt.models.maple import CompoundPrompts, MaPLeCLIP, TextPrompts
+from anchoropt.models.stage2_base import AnchorBranch, AnchorOPTPromptLearner
 
 
 def carried_anchor_state(hidden: torch.Tensor, matrix: torch.Tensor, num_ctx: int, slot_start: int = 1) -> torch.Tensor:
@@ -39,11 +40,12 @@ def carried_anchor_state(hidden: torch.Tensor, matrix: torch.Tensor, num_ctx: in
     anchor_columns = matrix[:, num_ctx:]  # [K, N]
     first = F.one_hot(anchor_columns.detach().argmax(dim=0), slots).t().to(anchor_columns.dtype)  # [K, N]
     pick = (anchor_columns * first).to(hidden.dtype)
-    return torch.einsum("kn,bkd->bnd", pick, hidden[:, slot_start:slot_start + slots])
+    return torch.einsum("kn,bkd->bnd", pick, hidden[:, slot_start : slot_start + slots])
 
 
-def anchor_carrying_slots(matrix: torch.Tensor, soft: torch.Tensor, hidden: torch.Tensor, num_ctx: int,
-                          slot_start: int = 1) -> torch.Tensor:
+def anchor_carrying_slots(
+    matrix: torch.Tensor, soft: torch.Tensor, hidden: torch.Tensor, num_ctx: int, slot_start: int = 1
+) -> torch.Tensor:
     """``P·[V_i; h_A]`` per sequence: [batch, K, width] for the layer's soft tokens ``soft`` [M, width]."""
     anchor_state = carried_anchor_state(hidden, matrix, num_ctx, slot_start)
     soft = soft.to(hidden.dtype).expand(hidden.shape[0], -1, -1)
@@ -57,8 +59,16 @@ class MaPLeAnchorOPTPromptLearner(CompoundPrompts, AnchorOPTPromptLearner):
     ``vision_prompts``. The vision prompts come from V only (M tokens), as in the official code.
     """
 
-    def __init__(self, clip_model: CLIP, classnames: Sequence[str], n_ctx: int, anchor_len: int,
-                 prompt_depth: int = 9, vision_prompts: bool = True, **anchoropt_options) -> None:
+    def __init__(
+        self,
+        clip_model: CLIP,
+        classnames: Sequence[str],
+        n_ctx: int,
+        anchor_len: int,
+        prompt_depth: int = 9,
+        vision_prompts: bool = True,
+        **anchoropt_options,
+    ) -> None:
         super().__init__(clip_model, classnames, n_ctx, anchor_len, **anchoropt_options)
         self.init_compound_prompts(clip_model, prompt_depth, vision_prompts)
         print(f"MaPLe + AnchorOPT: prompt depth {prompt_depth}, position matrix applied at every prompted text layer")
@@ -78,8 +88,9 @@ class MaPLeAnchorOPTPromptLearner(CompoundPrompts, AnchorOPTPromptLearner):
         """The normal prompt with one P (a fresh sample in training unless ``matrix`` is given) for every layer."""
         matrix = self.positions() if matrix is None else matrix
         embeds = self.layout.assemble(self.arrange(matrix=matrix))
-        return TextPrompts(embeds=embeds, eot_index=self.readout_index, length=self.layout.length,
-                           deep=self.deep_text_slots(matrix))
+        return TextPrompts(
+            embeds=embeds, eot_index=self.readout_index, length=self.layout.length, deep=self.deep_text_slots(matrix)
+        )
 
 
 class MaPLeAnchorOPTCLIP(AnchorBranch, MaPLeCLIP):
@@ -95,8 +106,9 @@ class MaPLeAnchorOPTCLIP(AnchorBranch, MaPLeCLIP):
         """Normalised normal-prompt class features [C, e] (draws P once)."""
         return self.text_features()
 
-    def branch_logits(self, image: torch.Tensor, prompt_state: torch.Tensor | None = None,
-                      anchor_text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def branch_logits(
+        self, image: torch.Tensor, prompt_state: torch.Tensor | None = None, anchor_text: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         text = self.prompt_state() if prompt_state is None else prompt_state
         normal = scaled_logits(self.image_features(image), text, self.logit_scale)
         if anchor_text is None:

@@ -1,4 +1,5 @@
 """Hand-written prompts for zero-shot CLIP (the templates CoOp's baselines use)."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -20,8 +20,8 @@ import re
 from typing import Sequence
 
 import torch
-from torch import nn
 from clip.simple_tokenizer import SimpleTokenizer
+from torch import nn
 
 from anchoropt.errors import ConfigError
 
@@ -182,8 +182,8 @@ class PromptLayout(nn.Module):
         token_ids = torch.zeros(len(sequences), length, dtype=torch.long)
         slot_index = torch.full((len(sequences), length), -1, dtype=torch.long)
         for row, (tok, slots) in enumerate(sequences):
-            token_ids[row, :len(tok)] = torch.tensor(tok)
-            slot_index[row, :len(slots)] = torch.tensor(slots)
+            token_ids[row, : len(tok)] = torch.tensor(tok)
+            slot_index[row, : len(slots)] = torch.tensor(slots)
         eot_index = torch.tensor([len(tok) - 1 for tok, _ in sequences])
 
         embedding = self._token_embedding[0]

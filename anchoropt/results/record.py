@@ -2,6 +2,7 @@
 
 Tables are built from these files (``anchoropt-results``), never from logs.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -24,8 +25,12 @@ def package_versions() -> dict[str, str]:
 
     import anchoropt
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "anchoropt": anchoropt.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "anchoropt": anchoropt.__version__,
+    }
     try:
         from importlib.metadata import version
 
@@ -41,8 +46,17 @@ def config_name(config_files: str) -> str:
     return osp.splitext(osp.basename(first))[0] if first else ""
 
 
-def build_record(cfg: Any, split: str, metrics: Mapping[str, float], *, engine: str, num_classes: int,
-                 num_samples: int, wall_time_s: float, extra: Mapping[str, Any] | None = None) -> dict:
+def build_record(
+    cfg: Any,
+    split: str,
+    metrics: Mapping[str, float],
+    *,
+    engine: str,
+    num_classes: int,
+    num_samples: int,
+    wall_time_s: float,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
     record = {
         "schema": SCHEMA,
         "protocol": cfg.RUN.PROTOCOL,

@@ -6,6 +6,7 @@ paper) under it; in CSV/JSON as ``paper`` and ``diff`` fields. Published
 numbers are shown only for ViT-B/16 16-shot runs of a trainer that
 reproduces a published method.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,7 +18,13 @@ from tabulate import tabulate
 
 from anchoropt.results import paper
 from anchoropt.results.tables import (
-    Base2NewRow, Base2NewTable, Method, Report, SeedStats, TransferTable, harmonic_mean,
+    Base2NewRow,
+    Base2NewTable,
+    Method,
+    Report,
+    SeedStats,
+    TransferTable,
+    harmonic_mean,
 )
 
 FORMATS = ("text", "markdown", "csv", "json")
@@ -31,8 +38,7 @@ def paper_base2new(method: Method, dataset: Optional[str]) -> Optional[paper.Bas
     """Published (base, novel, hm) for one dataset, or the 11-dataset average when ``dataset`` is None."""
     if not method.comparable_to_paper:
         return None
-    row = (paper.base2new_average(method.trainer) if dataset is None
-           else paper.base2new_dataset(method.trainer, dataset))
+    row = paper.base2new_average(method.trainer) if dataset is None else paper.base2new_dataset(method.trainer, dataset)
     if row is not None and row.hm is None:
         row = row._replace(hm=harmonic_mean(row.base, row.novel))
     return row
@@ -41,8 +47,11 @@ def paper_base2new(method: Method, dataset: Optional[str]) -> Optional[paper.Bas
 def paper_transfer(method: Method, protocol: str) -> dict[str, float]:
     if not method.comparable_to_paper:
         return {}
-    return paper.cross_dataset(method.trainer) if protocol == "cross_dataset" else paper.domain_generalization(
-        method.trainer)
+    return (
+        paper.cross_dataset(method.trainer)
+        if protocol == "cross_dataset"
+        else paper.domain_generalization(method.trainer)
+    )
 
 
 def _diff(ours: Optional[float], published: Optional[float]) -> Optional[float]:
@@ -79,8 +88,14 @@ def _base2new_rows(tables: list[Base2NewTable], show_paper: bool) -> tuple[list[
         if not show_paper or all(p is None for p in published):
             return
         rows.append(["↳ paper"] + [c for p in published for c in ((NONE,) * 3 if p is None else map(_num, p))])
-        rows.append(["↳ Δ"] + [_signed(_diff(o, getattr(p, k, None)))
-                                for p, own in zip(published, ours) for o, k in zip(own, ("base", "novel", "hm"))])
+        rows.append(
+            ["↳ Δ"]
+            + [
+                _signed(_diff(o, getattr(p, k, None)))
+                for p, own in zip(published, ours)
+                for o, k in zip(own, ("base", "novel", "hm"))
+            ]
+        )
 
     for i, dataset in enumerate(r.dataset for r in tables[0].rows):
         cells = []
@@ -95,8 +110,11 @@ def _base2new_rows(tables: list[Base2NewTable], show_paper: bool) -> tuple[list[
     average = []
     for t in tables:
         a = t.average
-        average += ([_num(a.base), _num(a.novel), _num(a.hm)] if a.complete
-                    else [f"incomplete ({a.datasets_complete}/{a.datasets_total})"] * 3)
+        average += (
+            [_num(a.base), _num(a.novel), _num(a.hm)]
+            if a.complete
+            else [f"incomplete ({a.datasets_complete}/{a.datasets_total})"] * 3
+        )
     rows.append([f"Average ({len(paper.BASE2NEW_DATASETS)})"] + average)
     add_paper_rows(None, [(t.average.base, t.average.novel, t.average.hm) for t in tables])
     return headers, rows
@@ -110,16 +128,20 @@ def _align_rows(tables: list[Base2NewTable]) -> list[Base2NewTable]:
     aligned = []
     for t in tables:
         have = {r.dataset: r for r in t.rows}
-        aligned.append(Base2NewTable(t.method, t.label, [have.get(d, Base2NewRow(d, None, None)) for d in order],
-                                     t.average))
+        aligned.append(
+            Base2NewTable(t.method, t.label, [have.get(d, Base2NewRow(d, None, None)) for d in order], t.average)
+        )
     return aligned
 
 
 # ---- cross-dataset and domain generalisation -------------------------------------------------
 def _transfer_rows(tables: list[TransferTable], protocol: str, show_paper: bool):
     targets = list(tables[0].targets)
-    headers = ["Method", f"{paper.dataset_label(paper.SOURCE_DATASET)} (source)"] + [
-        paper.dataset_label(d) for d in targets] + ["Average"]
+    headers = (
+        ["Method", f"{paper.dataset_label(paper.SOURCE_DATASET)} (source)"]
+        + [paper.dataset_label(d) for d in targets]
+        + ["Average"]
+    )
     rows = []
     for t in tables:
         avg = _num(t.average) if t.average is not None else f"incomplete ({t.datasets_complete}/{len(targets)})"
@@ -137,16 +159,24 @@ def _transfer_rows(tables: list[TransferTable], protocol: str, show_paper: bool)
 def _titles(report: Report) -> dict[str, str]:
     seeds = _seeds_text(report.seeds)
     n = len(report.seeds)
-    common = (f"accuracy (%), mean ± std over seeds {seeds} (population std, as CoOp's parse_test_res); "
-              f"[k/{n} seeds] marks a cell with seeds missing")
+    common = (
+        f"accuracy (%), mean ± std over seeds {seeds} (population std, as CoOp's parse_test_res); "
+        f"[k/{n} seeds] marks a cell with seeds missing"
+    )
     return {
-        "base2new": (f"Base-to-novel generalisation: {common}. HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
-                     f"Average: HM of the mean Base and mean Novel over the {len(paper.BASE2NEW_DATASETS)} "
-                     "datasets, only when every dataset has every seed."),
-        "cross_dataset": (f"Cross-dataset transfer (trained on ImageNet, all classes): {common}. Average: mean over "
-                          f"the {len(paper.CROSS_DATASET_TARGETS)} targets, only when every target has every seed."),
-        "domain_generalization": (f"Domain generalisation (the cross-dataset ImageNet model): {common}. Average: "
-                                  f"mean over the {len(paper.DG_TARGETS)} ImageNet variants, only when complete."),
+        "base2new": (
+            f"Base-to-novel generalisation: {common}. HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
+            f"Average: HM of the mean Base and mean Novel over the {len(paper.BASE2NEW_DATASETS)} "
+            "datasets, only when every dataset has every seed."
+        ),
+        "cross_dataset": (
+            f"Cross-dataset transfer (trained on ImageNet, all classes): {common}. Average: mean over "
+            f"the {len(paper.CROSS_DATASET_TARGETS)} targets, only when every target has every seed."
+        ),
+        "domain_generalization": (
+            f"Domain generalisation (the cross-dataset ImageNet model): {common}. Average: "
+            f"mean over the {len(paper.DG_TARGETS)} ImageNet variants, only when complete."
+        ),
     }
 
 
@@ -166,12 +196,15 @@ def render_tables(report: Report, fmt: str = "text", show_paper: bool = False) -
     """Text (``simple`` tables) or markdown (``github`` tables) with a title per protocol."""
     blocks = []
     for title, headers, rows in _tables(report, show_paper):
-        table = tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple",
-                         disable_numparse=True)
+        table = tabulate(
+            rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
+        )
         blocks.append(f"{title}\n\n{table}" if fmt == "markdown" else f"{title}\n{table}")
     if show_paper and blocks:
-        blocks.append(f"Published numbers: {paper.AVERAGE_SOURCE}; per dataset: {paper.PER_DATASET_SOURCE}; "
-                      f"{paper.STAGE1_SOURCE}; cross-dataset and DG: {paper.TRANSFER_SOURCE}.")
+        blocks.append(
+            f"Published numbers: {paper.AVERAGE_SOURCE}; per dataset: {paper.PER_DATASET_SOURCE}; "
+            f"{paper.STAGE1_SOURCE}; cross-dataset and DG: {paper.TRANSFER_SOURCE}."
+        )
     return "\n\n".join(blocks) + "\n"
 
 
@@ -179,13 +212,24 @@ def render_tables(report: Report, fmt: str = "text", show_paper: bool = False) -
 def _stats_json(s: Optional[SeedStats]) -> Optional[dict]:
     if s is None:
         return None
-    return {"mean": s.mean, "std": s.std, "seeds": s.seeds, "missing_seeds": s.missing_seeds,
-            "complete": s.complete, "values": {str(k): v for k, v in sorted(s.values.items())}}
+    return {
+        "mean": s.mean,
+        "std": s.std,
+        "seeds": s.seeds,
+        "missing_seeds": s.missing_seeds,
+        "complete": s.complete,
+        "values": {str(k): v for k, v in sorted(s.values.items())},
+    }
 
 
 def _method_json(method: Method, label: str) -> dict:
-    return {"method": label, "trainer": method.trainer, "config_name": method.config_name,
-            "num_shots": method.num_shots, "backbone": method.backbone}
+    return {
+        "method": label,
+        "trainer": method.trainer,
+        "config_name": method.config_name,
+        "num_shots": method.num_shots,
+        "backbone": method.backbone,
+    }
 
 
 def _bnh(values: tuple) -> dict:
@@ -195,8 +239,13 @@ def _bnh(values: tuple) -> dict:
 def _base2new_json(t: Base2NewTable, show_paper: bool) -> dict:
     rows = []
     for r in t.rows:
-        row = {"dataset": r.dataset, "base": _stats_json(r.base), "novel": _stats_json(r.novel), "hm": r.hm,
-               "complete": r.complete}
+        row = {
+            "dataset": r.dataset,
+            "base": _stats_json(r.base),
+            "novel": _stats_json(r.novel),
+            "hm": r.hm,
+            "complete": r.complete,
+        }
         if show_paper:
             p = paper_base2new(t.method, r.dataset)
             ours = (r.base and r.base.mean, r.novel and r.novel.mean, r.hm)
@@ -204,8 +253,14 @@ def _base2new_json(t: Base2NewTable, show_paper: bool) -> dict:
             row["diff"] = p and _bnh(tuple(_diff(o, q) for o, q in zip(ours, p)))
         rows.append(row)
     a = t.average
-    average = {"base": a.base, "novel": a.novel, "hm": a.hm, "complete": a.complete,
-               "datasets_complete": a.datasets_complete, "datasets_total": a.datasets_total}
+    average = {
+        "base": a.base,
+        "novel": a.novel,
+        "hm": a.hm,
+        "complete": a.complete,
+        "datasets_complete": a.datasets_complete,
+        "datasets_total": a.datasets_total,
+    }
     if show_paper:
         p = paper_base2new(t.method, None)
         average["paper"] = p and _bnh(tuple(p))
@@ -223,10 +278,13 @@ def _transfer_json(t: TransferTable, protocol: str, show_paper: bool) -> dict:
             e["diff"] = _diff(s and s.mean, published.get(dataset))
         return e
 
-    datasets = [entry(paper.SOURCE_DATASET, "source", t.source)] + [
-        entry(d, "target", s) for d, s in t.targets.items()]
-    average = {"accuracy": t.average, "complete": t.average is not None,
-               "datasets_complete": t.datasets_complete, "datasets_total": len(t.targets)}
+    datasets = [entry(paper.SOURCE_DATASET, "source", t.source)] + [entry(d, "target", s) for d, s in t.targets.items()]
+    average = {
+        "accuracy": t.average,
+        "complete": t.average is not None,
+        "datasets_complete": t.datasets_complete,
+        "datasets_total": len(t.targets),
+    }
     if show_paper:
         average["paper"] = published.get(paper.AVERAGE)
         average["diff"] = _diff(t.average, published.get(paper.AVERAGE))
@@ -240,27 +298,51 @@ def report_to_json(report: Report, show_paper: bool = False) -> dict[str, Any]:
         "std": "population (ddof=0) over seeds",
         "base2new": [_base2new_json(t, show_paper) for t in report.base2new],
         "cross_dataset": [_transfer_json(t, "cross_dataset", show_paper) for t in report.cross_dataset],
-        "domain_generalization": [_transfer_json(t, "domain_generalization", show_paper)
-                                  for t in report.domain_generalization],
+        "domain_generalization": [
+            _transfer_json(t, "domain_generalization", show_paper) for t in report.domain_generalization
+        ],
         "warnings": list(report.warnings),
     }
 
 
 # ---- CSV: one row per number -----------------------------------------------------------------
-CSV_FIELDS = ("protocol", "method", "trainer", "config_name", "num_shots", "backbone", "dataset", "metric", "mean",
-              "std", "seeds_present", "seeds_expected", "complete")
+CSV_FIELDS = (
+    "protocol",
+    "method",
+    "trainer",
+    "config_name",
+    "num_shots",
+    "backbone",
+    "dataset",
+    "metric",
+    "mean",
+    "std",
+    "seeds_present",
+    "seeds_expected",
+    "complete",
+)
 
 
 def _stat_fields(s: Optional[dict], n_expected: int) -> dict:
     if s is None:
         return {"mean": "", "std": "", "seeds_present": 0, "seeds_expected": n_expected, "complete": False}
-    return {"mean": s["mean"], "std": s["std"], "seeds_present": len(s["seeds"]), "seeds_expected": n_expected,
-            "complete": s["complete"]}
+    return {
+        "mean": s["mean"],
+        "std": s["std"],
+        "seeds_present": len(s["seeds"]),
+        "seeds_expected": n_expected,
+        "complete": s["complete"],
+    }
 
 
 def _value_fields(value: Optional[float], complete: bool, n_expected: int) -> dict:
-    return {"mean": "" if value is None else value, "std": "", "seeds_present": "", "seeds_expected": n_expected,
-            "complete": complete}
+    return {
+        "mean": "" if value is None else value,
+        "std": "",
+        "seeds_present": "",
+        "seeds_expected": n_expected,
+        "complete": complete,
+    }
 
 
 def render_csv(report: Report, show_paper: bool = False) -> str:
@@ -272,9 +354,13 @@ def render_csv(report: Report, show_paper: bool = False) -> str:
     writer.writeheader()
 
     def write(protocol: str, m: dict, dataset: str, metric: str, values: dict, p=None, d=None) -> None:
-        row = {"protocol": protocol, **{k: m[k] for k in ("method", "trainer", "config_name", "num_shots",
-                                                           "backbone")}, "dataset": dataset, "metric": metric,
-               **values}
+        row = {
+            "protocol": protocol,
+            **{k: m[k] for k in ("method", "trainer", "config_name", "num_shots", "backbone")},
+            "dataset": dataset,
+            "metric": metric,
+            **values,
+        }
         if show_paper:
             row.update(paper="" if p is None else p, diff="" if d is None else d)
         writer.writerow(row)
@@ -282,22 +368,51 @@ def render_csv(report: Report, show_paper: bool = False) -> str:
     for m in data["base2new"]:
         for r in m["datasets"]:
             for metric in ("base", "novel"):
-                write("base2new", m, r["dataset"], metric, _stat_fields(r[metric], n),
-                      (r.get("paper") or {}).get(metric), (r.get("diff") or {}).get(metric))
-            write("base2new", m, r["dataset"], "hm", _value_fields(r["hm"], r["complete"], n),
-                  (r.get("paper") or {}).get("hm"), (r.get("diff") or {}).get("hm"))
+                write(
+                    "base2new",
+                    m,
+                    r["dataset"],
+                    metric,
+                    _stat_fields(r[metric], n),
+                    (r.get("paper") or {}).get(metric),
+                    (r.get("diff") or {}).get(metric),
+                )
+            write(
+                "base2new",
+                m,
+                r["dataset"],
+                "hm",
+                _value_fields(r["hm"], r["complete"], n),
+                (r.get("paper") or {}).get("hm"),
+                (r.get("diff") or {}).get("hm"),
+            )
         a = m["average"]
         for metric in ("base", "novel", "hm"):
-            write("base2new", m, "Average", metric, _value_fields(a[metric], a["complete"], n),
-                  (a.get("paper") or {}).get(metric), (a.get("diff") or {}).get(metric))
+            write(
+                "base2new",
+                m,
+                "Average",
+                metric,
+                _value_fields(a[metric], a["complete"], n),
+                (a.get("paper") or {}).get(metric),
+                (a.get("diff") or {}).get(metric),
+            )
     for protocol in ("cross_dataset", "domain_generalization"):
         for m in data[protocol]:
             for e in m["datasets"]:
-                write(protocol, m, e["dataset"], "accuracy", _stat_fields(e["accuracy"], n), e.get("paper"),
-                      e.get("diff"))
+                write(
+                    protocol, m, e["dataset"], "accuracy", _stat_fields(e["accuracy"], n), e.get("paper"), e.get("diff")
+                )
             a = m["average"]
-            write(protocol, m, "Average", "accuracy", _value_fields(a["accuracy"], a["complete"], n),
-                  a.get("paper"), a.get("diff"))
+            write(
+                protocol,
+                m,
+                "Average",
+                "accuracy",
+                _value_fields(a["accuracy"], a["complete"], n),
+                a.get("paper"),
+                a.get("diff"),
+            )
     return buf.getvalue()
 
 

@@ -8,6 +8,7 @@ seed; the same rule holds for the cross-dataset and DG averages. Missing
 seeds and datasets stay visible (``SeedStats.complete``, ``*.complete``).
 Rendering lives in ``anchoropt.results.render``.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,13 +70,23 @@ def read_result(path: str) -> Result:
     except (OSError, ValueError) as e:
         raise ResultsError(f"{path}: not readable as JSON ({e})") from None
     if not isinstance(record, dict) or not str(record.get("schema", "")).startswith(SCHEMA.split("/")[0]):
-        raise ResultsError(f"{path}: not an anchoropt results file (expected \"schema\": \"{SCHEMA}\")")
+        raise ResultsError(f'{path}: not an anchoropt results file (expected "schema": "{SCHEMA}")')
     try:
-        method = Method(str(record["trainer"]), str(record.get("config_name", "")), int(record["num_shots"]),
-                        str(record["backbone"]))
-        return Result(path=path, protocol=str(record.get("protocol") or ""), method=method,
-                      dataset=str(record["dataset"]), subsample=str(record["subsample"]), seed=int(record["seed"]),
-                      accuracy=float(record["metrics"]["accuracy"]))
+        method = Method(
+            str(record["trainer"]),
+            str(record.get("config_name", "")),
+            int(record["num_shots"]),
+            str(record["backbone"]),
+        )
+        return Result(
+            path=path,
+            protocol=str(record.get("protocol") or ""),
+            method=method,
+            dataset=str(record["dataset"]),
+            subsample=str(record["subsample"]),
+            seed=int(record["seed"]),
+            accuracy=float(record["metrics"]["accuracy"]),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ResultsError(f"{path}: missing or malformed field {e}") from None
 
@@ -263,7 +274,8 @@ def _collect(results: Iterable[Result], seeds: Sequence[int], warnings: list[str
             raise ResultsError(
                 f"Two results for {r.method.trainer} / {r.dataset} / {r.subsample} classes / seed {r.seed} "
                 f"({r.protocol}): {where[key + (r.seed,)]} and {r.path}. Point anchoropt-results at a folder "
-                "holding one run per setting (e.g. one OUTPUT per ablation).")
+                "holding one run per setting (e.g. one OUTPUT per ablation)."
+            )
         cells.setdefault(key, {})[r.seed] = r.accuracy
         where[key + (r.seed,)] = r.path
     if ignored_seeds:
@@ -276,11 +288,14 @@ def _base2new(cells: Cells, method: Method, label: str, seeds: Sequence[int], wa
     found = {d for (p, m, d, s) in cells if p == BASE2NEW and m == method}
     extra = sorted(found - set(paper.BASE2NEW_DATASETS))
     rows = [
-        Base2NewRow(d, seed_stats(cells.get((BASE2NEW, method, d, "base"), {}), seeds),
-                    seed_stats(cells.get((BASE2NEW, method, d, "new"), {}), seeds))
+        Base2NewRow(
+            d,
+            seed_stats(cells.get((BASE2NEW, method, d, "base"), {}), seeds),
+            seed_stats(cells.get((BASE2NEW, method, d, "new"), {}), seeds),
+        )
         for d in paper.BASE2NEW_DATASETS + tuple(extra)
     ]
-    for (p, m, d, s) in cells:
+    for p, m, d, s in cells:
         if p == BASE2NEW and m == method and s not in ("base", "new"):
             warnings.append(f"not tabulated: {label} {d} base-to-novel results on {s!r} classes (expected base/new)")
     standard = [row for row in rows if row.dataset in paper.BASE2NEW_DATASETS]
@@ -291,16 +306,19 @@ def _base2new(cells: Cells, method: Method, label: str, seeds: Sequence[int], wa
     return Base2NewTable(method, label, rows, average)
 
 
-def _transfer(cells: Cells, protocol: str, targets: Sequence[str], method: Method, label: str,
-              seeds: Sequence[int]) -> TransferTable:
+def _transfer(
+    cells: Cells, protocol: str, targets: Sequence[str], method: Method, label: str, seeds: Sequence[int]
+) -> TransferTable:
     # The source column of both transfer tables is the ImageNet model's own test (cross-dataset training run).
     source = seed_stats(cells.get((CROSS_DATASET, method, paper.SOURCE_DATASET, "all"), {}), seeds)
-    return TransferTable(method, label, source,
-                         {d: seed_stats(cells.get((protocol, method, d, "all"), {}), seeds) for d in targets})
+    return TransferTable(
+        method, label, source, {d: seed_stats(cells.get((protocol, method, d, "all"), {}), seeds) for d in targets}
+    )
 
 
-def build_report(results: Iterable[Result], seeds: Sequence[int] = DEFAULT_SEEDS,
-                 warnings: Sequence[str] = ()) -> Report:
+def build_report(
+    results: Iterable[Result], seeds: Sequence[int] = DEFAULT_SEEDS, warnings: Sequence[str] = ()
+) -> Report:
     """Aggregate results into the three protocol tables (one entry per method found in each)."""
     seeds = tuple(sorted(set(seeds)))
     report = Report(seeds=seeds, warnings=list(warnings))

@@ -7,6 +7,7 @@
 `record_method` wraps a method of a class (restored by the monkeypatch) to see what a run did:
 steps taken, losses, calls of the anchor branch, ...
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,11 +29,14 @@ def description_sentences(classname: str, count: int = SENTENCES_PER_CLASS) -> l
     return [f"A photo of a {name}, which looks {shapes[i % len(shapes)]} and has feature {i}." for i in range(count)]
 
 
-def write_descriptions(path: Path, classnames: list[str], count: int = SENTENCES_PER_CLASS,
-                       short: dict[str, int] | None = None) -> Path:
+def write_descriptions(
+    path: Path, classnames: list[str], count: int = SENTENCES_PER_CLASS, short: dict[str, int] | None = None
+) -> Path:
     """CuPL-format JSON with `count` sentences per class (`short`: class -> fewer sentences)."""
     short = short or {}
-    content = {name.replace("_", " ").title(): description_sentences(name, short.get(name, count)) for name in classnames}
+    content = {
+        name.replace("_", " ").title(): description_sentences(name, short.get(name, count)) for name in classnames
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, indent=1))
     return path
@@ -56,24 +60,60 @@ class TinyEnv:
     def new_classes(self) -> list[str]:
         return base_new_classnames(self.dataset)[1]
 
-    def args(self, trainer: str, output_dir: Path | str, *opts: str, subsample: str = "base",
-             flags: tuple[str, ...] = (), dataset: GeneratedDataset | None = None) -> list[str]:
+    def args(
+        self,
+        trainer: str,
+        output_dir: Path | str,
+        *opts: str,
+        subsample: str = "base",
+        flags: tuple[str, ...] = (),
+        dataset: GeneratedDataset | None = None,
+    ) -> list[str]:
         """train.py arguments for a fast run of `trainer` (adam at 0.01: the random tiny CLIP barely moves with SGD)."""
         data = dataset or self.dataset
         return [
-            "--root", str(self.root / "data"), "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", data.config_file, "--output-dir", str(output_dir), *flags,
-            "MODEL.BACKBONE.PATH", str(self.clip_file), "INPUT.SIZE", "(32, 32)",
-            "DATASET.NUM_SHOTS", str(self.num_shots), "DATASET.SUBSAMPLE_CLASSES", subsample,
-            "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", str(self.batch_size),
-            "DATALOADER.TEST.BATCH_SIZE", "4", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "TRAINER.COOP.PREC", "fp32",
-            "TRAINER.ANCHOROPT.DESCRIPTIONS", str(self.descriptions), "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH", "3",
+            "--root",
+            str(self.root / "data"),
+            "--seed",
+            "1",
+            "--trainer",
+            trainer,
+            "--dataset-config-file",
+            data.config_file,
+            "--output-dir",
+            str(output_dir),
+            *flags,
+            "MODEL.BACKBONE.PATH",
+            str(self.clip_file),
+            "INPUT.SIZE",
+            "(32, 32)",
+            "DATASET.NUM_SHOTS",
+            str(self.num_shots),
+            "DATASET.SUBSAMPLE_CLASSES",
+            subsample,
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE",
+            str(self.batch_size),
+            "DATALOADER.TEST.BATCH_SIZE",
+            "4",
+            "OPTIM.NAME",
+            "adam",
+            "OPTIM.LR",
+            "0.01",
+            "TRAINER.COOP.PREC",
+            "fp32",
+            "TRAINER.ANCHOROPT.DESCRIPTIONS",
+            str(self.descriptions),
+            "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH",
+            "3",
             *opts,
         ]
 
 
-def make_tiny_env(root: Path, clip_file: Path, dataset: str = "OxfordPets", n_classes: int = 6,
-                  n_per_class: int = 10) -> TinyEnv:
+def make_tiny_env(
+    root: Path, clip_file: Path, dataset: str = "OxfordPets", n_classes: int = 6, n_per_class: int = 10
+) -> TinyEnv:
     info = write_dataset(dataset, root / "data", n_classes=n_classes, n_per_class=n_per_class)
     descriptions = write_descriptions(root / "descriptions.json", info.classnames)
     return TinyEnv(root=root, dataset=info, clip_file=clip_file, descriptions=descriptions)
@@ -112,9 +152,10 @@ def read_results(output_dir: Path | str, split: str = "test") -> dict:
     return json.loads((Path(output_dir) / name).read_text())
 
 
-def record_method(monkeypatch: pytest.MonkeyPatch, owner: type, name: str,
-                  record: Callable[..., Any] | None = None) -> list:
-    """Wrap ``owner.name``; each call appends ``record(self, result, *args)`` (default: the result) to the returned list."""
+def record_method(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str, record: Callable[..., Any] | None = None
+) -> list:
+    """Wrap ``owner.name``; each call appends ``record(self, result, *args)`` (default: the result) to the list."""
     original = getattr(owner, name)
     calls: list = []
 

@@ -21,6 +21,7 @@ Fixtures (import them into a test module explicitly):
 ``dataset_writer`` (a function ``(name, **kw) -> GeneratedDataset`` writing
 into one temporary root).
 """
+
 from __future__ import annotations
 
 import io
@@ -39,26 +40,73 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 
 DATASET_NAMES = (
-    "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft", "SUN397",
-    "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+    "ImageNet",
+    "Caltech101",
+    "OxfordPets",
+    "StanfordCars",
+    "OxfordFlowers",
+    "Food101",
+    "FGVCAircraft",
+    "SUN397",
+    "DescribableTextures",
+    "EuroSAT",
+    "UCF101",
+    "ImageNetV2",
+    "ImageNetSketch",
+    "ImageNetA",
+    "ImageNetR",
 )
 CONFIG_NAMES = {
-    "ImageNet": "imagenet", "Caltech101": "caltech101", "OxfordPets": "oxford_pets", "StanfordCars": "stanford_cars",
-    "OxfordFlowers": "oxford_flowers", "Food101": "food101", "FGVCAircraft": "fgvc_aircraft", "SUN397": "sun397",
-    "DescribableTextures": "dtd", "EuroSAT": "eurosat", "UCF101": "ucf101", "ImageNetV2": "imagenetv2",
-    "ImageNetSketch": "imagenet_sketch", "ImageNetA": "imagenet_a", "ImageNetR": "imagenet_r",
+    "ImageNet": "imagenet",
+    "Caltech101": "caltech101",
+    "OxfordPets": "oxford_pets",
+    "StanfordCars": "stanford_cars",
+    "OxfordFlowers": "oxford_flowers",
+    "Food101": "food101",
+    "FGVCAircraft": "fgvc_aircraft",
+    "SUN397": "sun397",
+    "DescribableTextures": "dtd",
+    "EuroSAT": "eurosat",
+    "UCF101": "ucf101",
+    "ImageNetV2": "imagenetv2",
+    "ImageNetSketch": "imagenet_sketch",
+    "ImageNetA": "imagenet_a",
+    "ImageNetR": "imagenet_r",
 }
 FOLDERS = {
-    "ImageNet": "imagenet", "Caltech101": "caltech-101", "OxfordPets": "oxford_pets", "StanfordCars": "stanford_cars",
-    "OxfordFlowers": "oxford_flowers", "Food101": "food-101", "FGVCAircraft": "fgvc_aircraft", "SUN397": "sun397",
-    "DescribableTextures": "dtd", "EuroSAT": "eurosat", "UCF101": "ucf101", "ImageNetV2": "imagenetv2",
-    "ImageNetSketch": "imagenet-sketch", "ImageNetA": "imagenet-adversarial", "ImageNetR": "imagenet-rendition",
+    "ImageNet": "imagenet",
+    "Caltech101": "caltech-101",
+    "OxfordPets": "oxford_pets",
+    "StanfordCars": "stanford_cars",
+    "OxfordFlowers": "oxford_flowers",
+    "Food101": "food-101",
+    "FGVCAircraft": "fgvc_aircraft",
+    "SUN397": "sun397",
+    "DescribableTextures": "dtd",
+    "EuroSAT": "eurosat",
+    "UCF101": "ucf101",
+    "ImageNetV2": "imagenetv2",
+    "ImageNetSketch": "imagenet-sketch",
+    "ImageNetA": "imagenet-adversarial",
+    "ImageNetR": "imagenet-rendition",
 }
 # Odd and even counts on purpose: base = first ceil(n/2) classes.
 DEFAULT_CLASSES = {
-    "ImageNet": 4, "Caltech101": 5, "OxfordPets": 5, "StanfordCars": 4, "OxfordFlowers": 5, "Food101": 4,
-    "FGVCAircraft": 5, "SUN397": 4, "DescribableTextures": 3, "EuroSAT": 5, "UCF101": 4,
-    "ImageNetV2": 6, "ImageNetSketch": 6, "ImageNetA": 6, "ImageNetR": 6,
+    "ImageNet": 4,
+    "Caltech101": 5,
+    "OxfordPets": 5,
+    "StanfordCars": 4,
+    "OxfordFlowers": 5,
+    "Food101": 4,
+    "FGVCAircraft": 5,
+    "SUN397": 4,
+    "DescribableTextures": 3,
+    "EuroSAT": 5,
+    "UCF101": 4,
+    "ImageNetV2": 6,
+    "ImageNetSketch": 6,
+    "ImageNetA": 6,
+    "ImageNetR": 6,
 }
 DEFAULT_PER_CLASS = 10
 TEST_ONLY = ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR")
@@ -67,28 +115,68 @@ TRAINVAL_SPLIT = ("OxfordPets", "StanfordCars", "SUN397", "UCF101")
 FOLDER_SPLIT = ("Caltech101", "OxfordFlowers", "Food101", "DescribableTextures", "EuroSAT")
 
 IMAGENET_CLASSES = [
-    ("n01440764", "tench"), ("n01443537", "goldfish"), ("n01484850", "great white shark"),
-    ("n01491361", "tiger shark"), ("n01494475", "hammerhead shark"), ("n01496331", "electric ray"),
-    ("n01498041", "stingray"), ("n01514668", "rooster"), ("n01514859", "hen"), ("n01518878", "ostrich"),
+    ("n01440764", "tench"),
+    ("n01443537", "goldfish"),
+    ("n01484850", "great white shark"),
+    ("n01491361", "tiger shark"),
+    ("n01494475", "hammerhead shark"),
+    ("n01496331", "electric ray"),
+    ("n01498041", "stingray"),
+    ("n01514668", "rooster"),
+    ("n01514859", "hen"),
+    ("n01518878", "ostrich"),
 ]
 CALTECH_FOLDERS = ["accordion", "airplanes", "Faces", "Leopards", "anchor", "Motorbikes", "ant", "barrel"]
 CALTECH_RENAMED = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
-PETS_BREEDS = ["Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
-               "Birman", "Bombay"]
-CARS_CLASSES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012", "Acura TL Type-S 2008",
-                "Acura TSX Sedan 2012", "Acura Integra Type R 2001"]
-FLOWERS_CLASSES = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold",
-                   "tiger lily"]
+PETS_BREEDS = [
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+]
+CARS_CLASSES = [
+    "AM General Hummer SUV 2000",
+    "Acura RL Sedan 2012",
+    "Acura TL Sedan 2012",
+    "Acura TL Type-S 2008",
+    "Acura TSX Sedan 2012",
+    "Acura Integra Type R 2001",
+]
+FLOWERS_CLASSES = [
+    "pink primrose",
+    "hard-leaved pocket orchid",
+    "canterbury bells",
+    "sweet pea",
+    "english marigold",
+    "tiger lily",
+]
 FOOD_CLASSES = ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beef_tartare", "beet_salad"]
 AIRCRAFT_VARIANTS = ["707-320", "727-200", "Cessna 172", "A300B4", "DHC-1", "Falcon 2000", "737-200"]
-SUN_CLASSES = ["/a/abbey", "/a/airplane_cabin", "/a/apartment_building/outdoor", "/b/bakery/shop", "/b/ballroom",
-               "/c/campus"]
+SUN_CLASSES = [
+    "/a/abbey",
+    "/a/airplane_cabin",
+    "/a/apartment_building/outdoor",
+    "/b/bakery/shop",
+    "/b/ballroom",
+    "/c/campus",
+]
 DTD_CLASSES = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered"]
-EUROSAT_CLASSES = [("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"),
-                   ("HerbaceousVegetation", "Herbaceous Vegetation Land"), ("Highway", "Highway or Road"),
-                   ("Industrial", "Industrial Buildings"), ("Pasture", "Pasture Land"),
-                   ("PermanentCrop", "Permanent Crop Land"), ("Residential", "Residential Buildings"),
-                   ("River", "River"), ("SeaLake", "Sea or Lake")]
+EUROSAT_CLASSES = [
+    ("AnnualCrop", "Annual Crop Land"),
+    ("Forest", "Forest"),
+    ("HerbaceousVegetation", "Herbaceous Vegetation Land"),
+    ("Highway", "Highway or Road"),
+    ("Industrial", "Industrial Buildings"),
+    ("Pasture", "Pasture Land"),
+    ("PermanentCrop", "Permanent Crop Land"),
+    ("Residential", "Residential Buildings"),
+    ("River", "River"),
+    ("SeaLake", "Sea or Lake"),
+]
 UCF_ACTIONS = ["ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam", "YoYo"]
 
 
@@ -135,8 +223,16 @@ _BYTES_CACHE: dict[tuple[tuple[int, int, int], str, int], bytes] = {}
 
 
 def _color(label: int, index: int) -> tuple[int, int, int]:
-    base = [(230, 40, 40), (40, 200, 40), (40, 60, 230), (230, 210, 40), (200, 40, 210), (40, 210, 210),
-            (240, 140, 30), (120, 120, 120)][label % 8]
+    base = [
+        (230, 40, 40),
+        (40, 200, 40),
+        (40, 60, 230),
+        (230, 210, 40),
+        (200, 40, 210),
+        (40, 210, 210),
+        (240, 140, 30),
+        (120, 120, 120),
+    ][label % 8]
     shade = (index % 5) * 6 - 12
     return tuple(max(0, min(255, c + shade + 17 * (label // 8))) for c in base)  # type: ignore[return-value]
 
@@ -212,8 +308,17 @@ def _per_class_files(counts: dict[str, int]) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------- per dataset
 
 
-def _folder_dataset(d: Path, image_sub: str, folders: list[str], classnames: list[str], counts, name_fmt,
-                    split_name: str, with_split: bool, info: GeneratedDataset) -> None:
+def _folder_dataset(
+    d: Path,
+    image_sub: str,
+    folders: list[str],
+    classnames: list[str],
+    counts,
+    name_fmt,
+    split_name: str,
+    with_split: bool,
+    info: GeneratedDataset,
+) -> None:
     """Caltech101 / DTD / EuroSAT / Food101: image_sub/<category>/<image>."""
     split = _SplitWriter()
     for label, (folder, cname) in enumerate(zip(folders, classnames)):
@@ -229,8 +334,17 @@ def _write_caltech(d, n, counts, with_split, info):
     # Real labels follow the case-sensitive sort of the folder names (upper case first).
     folders = sorted(_names(CALTECH_FOLDERS, n, lambda i: f"category_{i:03d}"))
     info.classnames = [CALTECH_RENAMED.get(f, f) for f in folders]
-    _folder_dataset(d, "101_ObjectCategories", folders, info.classnames, counts,
-                    lambda f, i: f"image_{i + 1:04d}.jpg", "Caltech101", with_split, info)
+    _folder_dataset(
+        d,
+        "101_ObjectCategories",
+        folders,
+        info.classnames,
+        counts,
+        lambda f, i: f"image_{i + 1:04d}.jpg",
+        "Caltech101",
+        with_split,
+        info,
+    )
     for ignored in ("BACKGROUND_Google", "Faces_easy"):  # present on disk, never a class
         for i in range(3):
             write_image(d / "101_ObjectCategories" / ignored / f"image_{i + 1:04d}.jpg", 7, i)
@@ -239,8 +353,17 @@ def _write_caltech(d, n, counts, with_split, info):
 def _write_dtd(d, n, counts, with_split, info):
     folders = _names(DTD_CLASSES, n, lambda i: f"texture{i:02d}")
     info.classnames = list(folders)
-    _folder_dataset(d, "images", folders, folders, counts, lambda f, i: f"{f}_{i + 1:04d}.jpg",
-                    "DescribableTextures", with_split, info)
+    _folder_dataset(
+        d,
+        "images",
+        folders,
+        folders,
+        counts,
+        lambda f, i: f"{f}_{i + 1:04d}.jpg",
+        "DescribableTextures",
+        with_split,
+        info,
+    )
 
 
 def _write_eurosat(d, n, counts, with_split, info):
@@ -248,15 +371,17 @@ def _write_eurosat(d, n, counts, with_split, info):
         raise ValueError(f"EuroSAT has {len(EUROSAT_CLASSES)} classes; asked for {n}")
     folders = [f for f, _ in EUROSAT_CLASSES[:n]]
     info.classnames = [c for _, c in EUROSAT_CLASSES[:n]]
-    _folder_dataset(d, "2750", folders, info.classnames, counts, lambda f, i: f"{f}_{i + 1}.jpg", "EuroSAT",
-                    with_split, info)
+    _folder_dataset(
+        d, "2750", folders, info.classnames, counts, lambda f, i: f"{f}_{i + 1}.jpg", "EuroSAT", with_split, info
+    )
 
 
 def _write_food(d, n, counts, with_split, info):
     folders = _names(FOOD_CLASSES, n, lambda i: f"dish_{i:03d}")
     info.classnames = list(folders)
-    _folder_dataset(d, "images", folders, folders, counts, lambda f, i: f"{1000000 + 37 * i}.jpg", "Food101",
-                    with_split, info)
+    _folder_dataset(
+        d, "images", folders, folders, counts, lambda f, i: f"{1000000 + 37 * i}.jpg", "Food101", with_split, info
+    )
     _write_text(d / "meta" / "classes.txt", folders)
 
 
@@ -395,7 +520,8 @@ def _write_imagenet(d, n, counts, with_split, info):
             info.images.append(write_image(d / "images" / "train" / wnid / f"{wnid}_{i + 1}.JPEG", label, i))
         for i in range(counts["test"]):
             info.images.append(
-                write_image(d / "images" / "val" / wnid / f"ILSVRC2012_val_{label * 100 + i + 1:08d}.JPEG", label, i))
+                write_image(d / "images" / "val" / wnid / f"ILSVRC2012_val_{label * 100 + i + 1:08d}.JPEG", label, i)
+            )
 
 
 def variant_class_indices(name: str, n: int) -> list[int]:
@@ -414,15 +540,22 @@ def _write_variant(name):
         info.classnames = [classes[k][1] for k in used]
         per = sum(counts.values())
         info.per_class = {"train": per, "val": 0, "test": per}
-        sub = {"ImageNetV2": "imagenetv2-matched-frequency-format-val", "ImageNetSketch": "images",
-               "ImageNetA": "imagenet-a", "ImageNetR": "imagenet-r"}[name]
+        sub = {
+            "ImageNetV2": "imagenetv2-matched-frequency-format-val",
+            "ImageNetSketch": "images",
+            "ImageNetA": "imagenet-a",
+            "ImageNetR": "imagenet-r",
+        }[name]
         for label, k in enumerate(used):
             wnid = classes[k][0]
             folder = str(k) if name == "ImageNetV2" else wnid
             for i in range(per):
-                fname = {"ImageNetV2": f"{k:03d}{i:02d}a7f3.jpeg", "ImageNetSketch": f"sketch_{i}.JPEG",
-                         "ImageNetA": f"0.{k:03d}{i:03d}_digital_clock_0.86.jpg",
-                         "ImageNetR": f"art_{i}.jpg"}[name]
+                fname = {
+                    "ImageNetV2": f"{k:03d}{i:02d}a7f3.jpeg",
+                    "ImageNetSketch": f"sketch_{i}.JPEG",
+                    "ImageNetA": f"0.{k:03d}{i:03d}_digital_clock_0.86.jpg",
+                    "ImageNetR": f"art_{i}.jpg",
+                }[name]
                 info.images.append(write_image(d / sub / folder / fname, label, i))
         if name in ("ImageNetA", "ImageNetR"):
             _write_text(d / sub / "README.txt", [f"{name} (generated copy)"])
@@ -431,16 +564,28 @@ def _write_variant(name):
 
 
 _WRITERS = {
-    "ImageNet": _write_imagenet, "Caltech101": _write_caltech, "OxfordPets": _write_pets,
-    "StanfordCars": _write_cars, "OxfordFlowers": _write_flowers, "Food101": _write_food,
-    "FGVCAircraft": _write_aircraft, "SUN397": _write_sun, "DescribableTextures": _write_dtd,
-    "EuroSAT": _write_eurosat, "UCF101": _write_ucf,
+    "ImageNet": _write_imagenet,
+    "Caltech101": _write_caltech,
+    "OxfordPets": _write_pets,
+    "StanfordCars": _write_cars,
+    "OxfordFlowers": _write_flowers,
+    "Food101": _write_food,
+    "FGVCAircraft": _write_aircraft,
+    "SUN397": _write_sun,
+    "DescribableTextures": _write_dtd,
+    "EuroSAT": _write_eurosat,
+    "UCF101": _write_ucf,
     **{name: _write_variant(name) for name in TEST_ONLY},
 }
 
 
-def write_dataset(name: str, root: str | os.PathLike, n_classes: int | None = None, n_per_class: int | None = None,
-                  with_split: bool = True) -> GeneratedDataset:
+def write_dataset(
+    name: str,
+    root: str | os.PathLike,
+    n_classes: int | None = None,
+    n_per_class: int | None = None,
+    with_split: bool = True,
+) -> GeneratedDataset:
     """Write a generated copy of dataset ``name`` (registry name) under ``root``; return what to expect.
 
     ``n_classes``: classes (for the ImageNet variants: lines of classnames.txt;
@@ -453,8 +598,9 @@ def write_dataset(name: str, root: str | os.PathLike, n_classes: int | None = No
     counts = _counts(DEFAULT_PER_CLASS if n_per_class is None else n_per_class)
     d = Path(root) / FOLDERS[name]
     d.mkdir(parents=True, exist_ok=True)
-    info = GeneratedDataset(name=name, root=Path(root), dataset_dir=d, classnames=[], per_class=dict(counts),
-                            with_split=with_split)
+    info = GeneratedDataset(
+        name=name, root=Path(root), dataset_dir=d, classnames=[], per_class=dict(counts), with_split=with_split
+    )
     _WRITERS[name](d, n, counts, with_split, info)
     return info
 
@@ -470,13 +616,27 @@ def base_new_classnames(info: GeneratedDataset) -> tuple[list[str], list[str]]:
     return info.classnames[:m], info.classnames[m:]
 
 
-def dataset_cfg(root: str | os.PathLike, name: str, *opts: str, num_shots: int = -1, seed: int = 1,
-                subsample: str = "all"):
+def dataset_cfg(
+    root: str | os.PathLike, name: str, *opts: str, num_shots: int = -1, seed: int = 1, subsample: str = "all"
+):
     """A frozen config for loading dataset ``name`` from ``root`` (plus extra ``KEY VALUE`` opts)."""
     from anchoropt.config import build_config
 
-    return build_config(opts=["DATASET.ROOT", str(root), "DATASET.NAME", name, "DATASET.NUM_SHOTS", str(num_shots),
-                              "DATASET.SUBSAMPLE_CLASSES", subsample, "SEED", str(seed), *opts])
+    return build_config(
+        opts=[
+            "DATASET.ROOT",
+            str(root),
+            "DATASET.NAME",
+            name,
+            "DATASET.NUM_SHOTS",
+            str(num_shots),
+            "DATASET.SUBSAMPLE_CLASSES",
+            subsample,
+            "SEED",
+            str(seed),
+            *opts,
+        ]
+    )
 
 
 def load_dataset(root: str | os.PathLike, name: str, *opts: str, **kwargs):

@@ -1,4 +1,5 @@
 """Running ``train.py`` from tests: in-process on the current engine, or in a subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -24,11 +25,16 @@ def subprocess_env(engine: str = "builtin", **extra: str) -> dict:
     return env
 
 
-def run_train_subprocess(args: list[str], engine: str = "builtin", timeout: float = 600,
-                         **env: str) -> subprocess.CompletedProcess:
+def run_train_subprocess(
+    args: list[str], engine: str = "builtin", timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "train.py"), *args],
-        cwd=REPO, env=subprocess_env(engine, **env), capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=subprocess_env(engine, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

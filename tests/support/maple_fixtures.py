@@ -3,6 +3,7 @@
 Text width 64, vision width 128 and embedding width 32 differ, so a width taken from the
 wrong tower fails; 4 layers leave room for a prompt depth below the layer count.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,16 @@ from clip.model import CLIP
 from anchoropt.backbone.random_clip import save_clip_state_dict
 
 DEEP_SPEC = dict(
-    embed_dim=32, image_resolution=32, vision_layers=4, vision_width=128, vision_patch_size=16,
-    context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=4,
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=4,
+    vision_width=128,
+    vision_patch_size=16,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=4,
 )
 
 

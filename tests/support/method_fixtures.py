@@ -55,7 +55,9 @@ def fake_dassl_modules() -> Iterator[type]:
                 sys.modules[name] = module
 
 
-def official_checkpoint(anchor: torch.Tensor, warmup_class: type, pickle_scheduler_object: bool = False, epoch: int = 100) -> dict:
+def official_checkpoint(
+    anchor: torch.Tensor, warmup_class: type, pickle_scheduler_object: bool = False, epoch: int = 100
+) -> dict:
     """A checkpoint dict with the keys, dtypes and pickled objects of the released anchor files.
 
     `warmup_class` is the class yielded by `fake_dassl_modules()`, inside which the dict must be saved.
@@ -80,7 +82,9 @@ def official_checkpoint(anchor: torch.Tensor, warmup_class: type, pickle_schedul
     }
 
 
-def write_official_checkpoint(path: Path, anchor: torch.Tensor, pickle_scheduler_object: bool = False, epoch: int = 100) -> Path:
+def write_official_checkpoint(
+    path: Path, anchor: torch.Tensor, pickle_scheduler_object: bool = False, epoch: int = 100
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with fake_dassl_modules() as warmup_class:
         torch.save(official_checkpoint(anchor, warmup_class, pickle_scheduler_object, epoch), path)

@@ -9,6 +9,7 @@ Driven by environment variables, so the command line of a faulty run and of its 
 
 Without these variables importing the module changes nothing.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ trainer (``build_model`` / ``forward_backward`` / LR stepped after the last
 batch of an epoch). It records the LR used at every step and the final test
 metrics in JSON files, and can kill itself mid-epoch to simulate a crash.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from yacs.config import CfgNode as CN
 
 from anchoropt.config import register_config_node
 from anchoropt.engine import (
-    DATASET_REGISTRY, TRAINER_REGISTRY, DatasetBase, Datum, TrainerX, build_lr_scheduler, build_optimizer,
-    listdir_nohidden, write_json,
+    DATASET_REGISTRY,
+    TRAINER_REGISTRY,
+    DatasetBase,
+    Datum,
+    TrainerX,
+    build_lr_scheduler,
+    build_optimizer,
+    listdir_nohidden,
+    write_json,
 )
 
 COLORS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200), "yellow": (200, 200, 30)}
@@ -86,8 +94,12 @@ class ToyLinear(TrainerX):
         output = self.model(image.flatten(1))
         loss = F.cross_entropy(output, label)
         with open(self.trace_path, "a") as f:
-            f.write(json.dumps({"epoch": self.epoch, "batch": self.batch_idx, "lr": self.get_current_lr(),
-                                "loss": loss.item()}) + "\n")
+            f.write(
+                json.dumps(
+                    {"epoch": self.epoch, "batch": self.batch_idx, "lr": self.get_current_lr(), "loss": loss.item()}
+                )
+                + "\n"
+            )
         self.model_backward_and_update(loss)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
@@ -98,6 +110,8 @@ class ToyLinear(TrainerX):
 
     def test(self, split=None):
         accuracy = super().test(split)
-        write_json({"accuracy": accuracy, "split": split or self.cfg.TEST.SPLIT},
-                   osp.join(self.cfg.OUTPUT_DIR, "toy_result.json"))
+        write_json(
+            {"accuracy": accuracy, "split": split or self.cfg.TEST.SPLIT},
+            osp.join(self.cfg.OUTPUT_DIR, "toy_result.json"),
+        )
         return accuracy

@@ -8,6 +8,7 @@
 `mean_training_loss` evaluates a trainer's own training loss for a given learner state on fixed
 batches (the same random draws for every state), so "the loss fell" does not hinge on one noisy step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -86,24 +87,42 @@ def run_watched(env: TinyEnv, trainer: str, out: Path, *opts: str, epochs: int =
         steps = record_method(mp, cls, "forward_backward")
         after_calls = record_method(mp, cls, "after_train", after)
         run_train(args)
-    (initial, frozen_before), = before
-    (final, frozen_after, images, logits), = after_calls
+    ((initial, frozen_before),) = before
+    ((final, frozen_after, images, logits),) = after_calls
     checkpoint = load_checkpoint(str(out / LEARNER / f"model.pth.tar-{epochs}"))
-    return WatchedRun(out=out, args=args, epochs=epochs, initial=initial, final=final, checkpoint=checkpoint,
-                      frozen_before=frozen_before, frozen_after=frozen_after, images=images, trained_logits=logits,
-                      steps=steps)
+    return WatchedRun(
+        out=out,
+        args=args,
+        epochs=epochs,
+        initial=initial,
+        final=final,
+        checkpoint=checkpoint,
+        frozen_before=frozen_before,
+        frozen_after=frozen_after,
+        images=images,
+        trained_logits=logits,
+        steps=steps,
+    )
 
 
-def eval_args(env: TinyEnv, run: WatchedRun, trainer: str, out: Path, *opts: str, subsample: str = "new",
-              dataset=None) -> list[str]:
-    return env.args(trainer, out, *opts, subsample=subsample, dataset=dataset,
-                    flags=("--eval-only", "--model-dir", str(run.out), "--load-epoch", str(run.epochs)))
+def eval_args(
+    env: TinyEnv, run: WatchedRun, trainer: str, out: Path, *opts: str, subsample: str = "new", dataset=None
+) -> list[str]:
+    return env.args(
+        trainer,
+        out,
+        *opts,
+        subsample=subsample,
+        dataset=dataset,
+        flags=("--eval-only", "--model-dir", str(run.out), "--load-epoch", str(run.epochs)),
+    )
 
 
 def reloaded_trainer(env: TinyEnv, run: WatchedRun, trainer: str, *opts: str, subsample: str = "base"):
     """A fresh trainer (as train.py builds it) with the run's last checkpoint loaded."""
-    fresh = build_trainer_from_args(env.args(trainer, run.out.parent / f"{run.out.name}_reload", *opts,
-                                             subsample=subsample))
+    fresh = build_trainer_from_args(
+        env.args(trainer, run.out.parent / f"{run.out.name}_reload", *opts, subsample=subsample)
+    )
     fresh.load_model(str(run.out), epoch=run.epochs)
     return fresh
 
@@ -126,6 +145,6 @@ def mean_training_loss(trainer, state: dict, loss_of: Callable, draws: int = 4) 
 
 def stage2_training_loss(trainer, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """The AnchorOPT Stage II training loss exactly as `AnchorOPTStageII.forward_backward` computes it."""
-    anchor_text = trainer.anchor_text_features() if trainer.anchoropt.kd_weight > 0 else None
+    anchor_text = trainer.anchor_text_features() if trainer.stage2.kd_weight > 0 else None
     normal, anchor, extra = trainer.stage2_outputs(image, label, anchor_text)
     return trainer.stage2_loss(normal, anchor, label, **extra)[0]

@@ -4,6 +4,7 @@ Only the general nodes are reproduced (Dassl's domain-adaptation and
 semi-supervised trainer nodes are not used by prompt-learning trainers); a
 CoOp-style yaml file that sets any general key merges unchanged.
 """
+
 from yacs.config import CfgNode as CN
 
 

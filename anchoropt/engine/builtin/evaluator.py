@@ -3,6 +3,7 @@
 Prints its summary in Dassl's format (downstream log parsers keep working) and
 returns full-precision values, which the trainers write to a results file.
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 
 from .registry import EVALUATOR_REGISTRY
-
 
 
 def macro_f1_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:

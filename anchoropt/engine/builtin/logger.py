@@ -1,4 +1,5 @@
 """Tee ``print`` output to ``OUTPUT_DIR/log.txt`` (Dassl's ``setup_logger``)."""
+
 from __future__ import annotations
 
 import os.path as osp

@@ -1,4 +1,5 @@
 """Optimizer builder with Dassl's ``OPTIM.*`` keys."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -36,8 +37,12 @@ def build_optimizer(model: nn.Module | Iterable, optim_cfg: Any, param_groups=No
 
     if name == "sgd":
         return torch.optim.SGD(
-            param_groups, lr=lr, momentum=optim_cfg.MOMENTUM, weight_decay=wd,
-            dampening=optim_cfg.SGD_DAMPNING, nesterov=optim_cfg.SGD_NESTEROV,
+            param_groups,
+            lr=lr,
+            momentum=optim_cfg.MOMENTUM,
+            weight_decay=wd,
+            dampening=optim_cfg.SGD_DAMPNING,
+            nesterov=optim_cfg.SGD_NESTEROV,
         )
     if name in ("adam", "amsgrad"):
         return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd, betas=betas, amsgrad=name == "amsgrad")

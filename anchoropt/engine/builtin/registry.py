@@ -1,4 +1,5 @@
 """Name -> class registries (Dassl's ``Registry`` interface)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -22,9 +23,11 @@ class Registry:
 
     def register(self, obj: Any = None, force: bool = False) -> Callable | None:
         if obj is None:
+
             def wrapper(fn_or_class: Any) -> Any:
                 self._do_register(fn_or_class.__name__, fn_or_class, force=force)
                 return fn_or_class
+
             return wrapper
         self._do_register(obj.__name__, obj, force=force)
         return None

@@ -1,4 +1,5 @@
 """File, JSON, seeding and string helpers with Dassl's names and behaviour."""
+
 from __future__ import annotations
 
 import difflib
@@ -71,8 +72,7 @@ def check_availability(requested: str, available: list[str]) -> None:
     if requested not in available:
         guess = get_most_similar_str_to_a_from_b(requested, available)
         raise ValueError(
-            f"The requested one is expected to belong to {available}, but got [{requested}] "
-            f"(do you mean [{guess}]?)"
+            f"The requested one is expected to belong to {available}, but got [{requested}] (do you mean [{guess}]?)"
         )
 
 

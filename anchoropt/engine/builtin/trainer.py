@@ -3,6 +3,7 @@
 Constructor order, hook names and printed lines follow Dassl, so a trainer
 written for Dassl runs here unchanged (and vice versa, through the seam).
 """
+
 from __future__ import annotations
 
 import datetime

@@ -1,4 +1,5 @@
 """``Datum`` and ``DatasetBase`` with Dassl's attributes and few-shot sampling."""
+
 from __future__ import annotations
 
 import random

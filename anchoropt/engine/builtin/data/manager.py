@@ -1,4 +1,5 @@
 """``DataManager``: dataset from the registry, transforms, samplers, loaders."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,9 +9,9 @@ import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import DataLoader, Dataset
 
-from anchoropt.errors import DataError
 from anchoropt.engine.builtin.registry import DATASET_REGISTRY
 from anchoropt.engine.builtin.tools import read_image
+from anchoropt.errors import DataError
 
 from .samplers import build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
@@ -72,13 +73,22 @@ def load_image(path: str):
         raise DataError(f"Cannot decode image {path}: {type(e).__name__}: {e}") from None
 
 
-def build_data_loader(cfg: Any, sampler_type: str = "SequentialSampler", data_source=None, batch_size: int = 64,
-                      n_domain: int = 0, n_ins: int = 2, tfm=None, is_train: bool = True,
-                      dataset_wrapper=None) -> DataLoader:
+def build_data_loader(
+    cfg: Any,
+    sampler_type: str = "SequentialSampler",
+    data_source=None,
+    batch_size: int = 64,
+    n_domain: int = 0,
+    n_ins: int = 2,
+    tfm=None,
+    is_train: bool = True,
+    dataset_wrapper=None,
+) -> DataLoader:
     if not data_source:
         raise DataError(f"Cannot build a data loader: the {'training' if is_train else 'evaluation'} split is empty")
-    sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
-                            n_domain=n_domain, n_ins=n_ins)
+    sampler = build_sampler(
+        sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size, n_domain=n_domain, n_ins=n_ins
+    )
     wrapper = dataset_wrapper or DatasetWrapper
     return DataLoader(
         wrapper(cfg, data_source, transform=tfm, is_train=is_train),
@@ -97,26 +107,50 @@ class DataManager:
         tfm_test = build_transform(cfg, is_train=False) if custom_tfm_test is None else custom_tfm_test
         x = cfg.DATALOADER.TRAIN_X
         self.train_loader_x = build_data_loader(
-            cfg, sampler_type=x.SAMPLER, data_source=dataset.train_x, batch_size=x.BATCH_SIZE,
-            n_domain=x.N_DOMAIN, n_ins=x.N_INS, tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper,
+            cfg,
+            sampler_type=x.SAMPLER,
+            data_source=dataset.train_x,
+            batch_size=x.BATCH_SIZE,
+            n_domain=x.N_DOMAIN,
+            n_ins=x.N_INS,
+            tfm=tfm_train,
+            is_train=True,
+            dataset_wrapper=dataset_wrapper,
         )
         self.train_loader_u = None
         if dataset.train_u:
             u = x if cfg.DATALOADER.TRAIN_U.SAME_AS_X else cfg.DATALOADER.TRAIN_U
             self.train_loader_u = build_data_loader(
-                cfg, sampler_type=u.SAMPLER, data_source=dataset.train_u, batch_size=u.BATCH_SIZE,
-                n_domain=u.N_DOMAIN, n_ins=u.N_INS, tfm=tfm_train, is_train=True, dataset_wrapper=dataset_wrapper,
+                cfg,
+                sampler_type=u.SAMPLER,
+                data_source=dataset.train_u,
+                batch_size=u.BATCH_SIZE,
+                n_domain=u.N_DOMAIN,
+                n_ins=u.N_INS,
+                tfm=tfm_train,
+                is_train=True,
+                dataset_wrapper=dataset_wrapper,
             )
         test_cfg = cfg.DATALOADER.TEST
         self.val_loader = None
         if dataset.val:
             self.val_loader = build_data_loader(
-                cfg, sampler_type=test_cfg.SAMPLER, data_source=dataset.val, batch_size=test_cfg.BATCH_SIZE,
-                tfm=tfm_test, is_train=False, dataset_wrapper=dataset_wrapper,
+                cfg,
+                sampler_type=test_cfg.SAMPLER,
+                data_source=dataset.val,
+                batch_size=test_cfg.BATCH_SIZE,
+                tfm=tfm_test,
+                is_train=False,
+                dataset_wrapper=dataset_wrapper,
             )
         self.test_loader = build_data_loader(
-            cfg, sampler_type=test_cfg.SAMPLER, data_source=dataset.test, batch_size=test_cfg.BATCH_SIZE,
-            tfm=tfm_test, is_train=False, dataset_wrapper=dataset_wrapper,
+            cfg,
+            sampler_type=test_cfg.SAMPLER,
+            data_source=dataset.test,
+            batch_size=test_cfg.BATCH_SIZE,
+            tfm=tfm_test,
+            is_train=False,
+            dataset_wrapper=dataset_wrapper,
         )
         self._num_classes = dataset.num_classes
         self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)

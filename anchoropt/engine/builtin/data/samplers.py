@@ -1,4 +1,5 @@
 """Samplers selected by ``DATALOADER.*.SAMPLER``."""
+
 from __future__ import annotations
 
 import random
@@ -56,8 +57,9 @@ class RandomClassSampler(Sampler):
         return self.length
 
 
-def build_sampler(sampler_type: str, cfg=None, data_source=None, batch_size: int = 32, n_domain: int = 0,
-                  n_ins: int = 16) -> Sampler:
+def build_sampler(
+    sampler_type: str, cfg=None, data_source=None, batch_size: int = 32, n_domain: int = 0, n_ins: int = 16
+) -> Sampler:
     if sampler_type == "RandomSampler":
         return RandomSampler(data_source)
     if sampler_type == "SequentialSampler":

@@ -3,6 +3,7 @@
 CoOp-style configs set ``INTERPOLATION: bicubic`` and CLIP's mean/std; the
 defaults are Dassl's (bilinear, ImageNet statistics).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,9 +21,18 @@ INTERPOLATION_MODES = {
 }
 
 AVAILABLE_CHOICES = (
-    "random_flip", "random_resized_crop", "normalize", "instance_norm", "random_crop",
-    "random_translation", "center_crop", "cutout", "gaussian_noise", "colorjitter",
-    "randomgrayscale", "gaussian_blur",
+    "random_flip",
+    "random_resized_crop",
+    "normalize",
+    "instance_norm",
+    "random_crop",
+    "random_translation",
+    "center_crop",
+    "cutout",
+    "gaussian_noise",
+    "colorjitter",
+    "randomgrayscale",
+    "gaussian_blur",
 )
 
 
@@ -110,10 +120,14 @@ def _build_transform_train(cfg: Any, choices, normalize) -> T.Compose:
     if "random_flip" in choices:
         tfm.append(T.RandomHorizontalFlip())
     if "colorjitter" in choices:
-        tfm.append(T.ColorJitter(
-            brightness=cfg.INPUT.COLORJITTER_B, contrast=cfg.INPUT.COLORJITTER_C,
-            saturation=cfg.INPUT.COLORJITTER_S, hue=cfg.INPUT.COLORJITTER_H,
-        ))
+        tfm.append(
+            T.ColorJitter(
+                brightness=cfg.INPUT.COLORJITTER_B,
+                contrast=cfg.INPUT.COLORJITTER_C,
+                saturation=cfg.INPUT.COLORJITTER_S,
+                hue=cfg.INPUT.COLORJITTER_H,
+            )
+        )
     if "randomgrayscale" in choices:
         tfm.append(T.RandomGrayscale(p=cfg.INPUT.RGS_P))
     if "gaussian_blur" in choices:

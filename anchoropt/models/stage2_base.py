@@ -1,26 +1,18 @@
-"""AnchorOPT Stage II: soft tokens V and the frozen anchor A, placed in the prompt by a position matrix.
+"""Stage II pieces every AnchorOPT variant shares, and the contract its model must meet.
 
 Normal prompt: ``[SOS] P·[V; A] <class> . [EOS]``, read at its EOT.
 Anchor branch: ``[SOS] A of <class> . [EOS]`` with the unprompted CLIP, never trained.
 
 `AnchorOPTPromptLearner` holds what a Stage II checkpoint stores (V, A, Θ) and builds both
-prompts; prompt learners of other baselines (CoCoOp, MaPLe, DePT) extend it. `AnchorOPTCLIP`
-is the CoOp + AnchorOPT model and defines the contract the shared trainer logic
-(``trainers/anchoropt_common.py``) relies on:
-
-- ``prompt_learner``: the trained (registered, checkpointed) module: an `AnchorOPTPromptLearner`
-  or a subclass, whose ``positions`` (`PositionMatrix`) and ``anchor`` buffer the trainer reads;
-- ``classnames`` / ``set_classnames(names)``;
-- ``anchor_text_features()``: normalised "[A] of <class>." features [C, e] (called without grad);
-- ``prompt_state()``: what the normal branch needs that is fixed in eval mode (here the class
-  text features), recomputed on every call;
-- ``PROMPTS_FIXED_IN_EVAL``: False when the normal prompts depend on the image (CoCoOp), so
-  ``prompt_state()`` cannot be cached per evaluation;
-- ``branch_logits(image, prompt_state=None, anchor_text=None)``: ``(z_n [B, C], z_a [B, C] or None)``.
+prompts; the CoOp variant uses it as it is, CoCoOp, MaPLe and DePT extend it. `AnchorBranch`
+scores the anchor prompt. `Stage2Model` is the contract the shared trainer logic
+(``trainers/anchoropt_stage2.py``) relies on; `check_stage2_model` enforces it when a trainer
+builds its model, so a new variant that misses a member fails at build time with its name.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 from clip.model import CLIP
@@ -29,8 +21,8 @@ from torch import nn
 from anchoropt.backbone import TextEncoder
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.positions import PositionMatrix, apply_positions
-from anchoropt.models.anchor_stage1 import anchor_layout, check_anchor_len
-from anchoropt.models.clip_parts import ImageEncoder, normalize, scaled_logits
+from anchoropt.models.anchor_prompt import anchor_layout, check_anchor_len
+from anchoropt.models.clip_parts import normalize, scaled_logits
 from anchoropt.prompts.context import init_context
 from anchoropt.prompts.layout import PromptLayout
 
@@ -82,8 +74,13 @@ class AnchorOPTPromptLearner(nn.Module):
             )
         self.positions = PositionMatrix(self.n_ctx, anchor_len, position_mode, gumbel_temp, sinkhorn_iters, legacy)
         context_length = clip_model.positional_embedding.shape[0]
-        self.layout = PromptLayout(clip_model.token_embedding, classnames, NORMAL_TEMPLATE, self.n_ctx + anchor_len,
-                                   context_length=context_length)
+        self.layout = PromptLayout(
+            clip_model.token_embedding,
+            classnames,
+            NORMAL_TEMPLATE,
+            self.n_ctx + anchor_len,
+            context_length=context_length,
+        )
         self.anchor_layout = anchor_layout(clip_model, classnames, anchor_len)
         print(f'Initial context: "{init.prefix}" (soft tokens: {self.n_ctx}, anchor tokens: {anchor_len})')
         print(f'Normal prompt: "{self.layout.prompts[0]}" (slots arranged by the {position_mode} position matrix)')
@@ -126,11 +123,11 @@ class AnchorOPTPromptLearner(nn.Module):
         return eot - self.anchor_len if self.legacy else eot
 
     def forward(self, ctx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normal prompt embeddings [n_cls, L, d] (or [..., n_cls, L, d] for batched ctx) and read-out positions [n_cls]."""
+        """Normal prompt embeddings [n_cls, L, d] ([..., n_cls, L, d] for batched ctx), read-out positions [n_cls]."""
         return self.layout.assemble(self.arrange(ctx)), self.readout_index
 
     def anchor_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """"[A] of <class>." embeddings [n_cls, L_a, d] and EOT positions."""
+        """ "[A] of <class>." embeddings [n_cls, L_a, d] and EOT positions."""
         return self.anchor_layout.assemble(self.anchor.detach()), self.anchor_layout.eot_index
 
 
@@ -157,30 +154,61 @@ class AnchorBranch:
         return None if anchor_text is None else scaled_logits(image_features, anchor_text, self.logit_scale)
 
 
-class AnchorOPTCLIP(AnchorBranch, nn.Module):
-    """CoOp + AnchorOPT: one set of class prompts, the frozen image encoder shared by both branches."""
+@runtime_checkable
+class Stage2Model(Protocol):
+    """What `trainers.anchoropt_stage2.AnchorOPTStageII` needs from a Stage II model.
 
-    PROMPTS_FIXED_IN_EVAL = True
+    - ``prompt_learner``: the trained (registered, checkpointed) module, an `AnchorOPTPromptLearner`
+      or a subclass, whose ``positions`` (`PositionMatrix`) and ``anchor`` buffer the trainer reads;
+    - ``classnames`` / ``set_classnames(names)``: the classes scored;
+    - ``anchor_text_features()``: "[A] of <class>." features [C, e] (called without grad);
+    - ``prompt_state()``: what the normal branch needs that is fixed in eval mode (e.g. the class
+      text features), recomputed on every call;
+    - ``PROMPTS_FIXED_IN_EVAL``: False when the normal prompts depend on the image (CoCoOp), so
+      ``prompt_state()`` cannot be cached per evaluation;
+    - ``branch_logits(image, prompt_state=None, anchor_text=None)``: ``(z_n [B, C], z_a [B, C] or None)``.
+    """
 
-    def __init__(self, clip_model: CLIP, prompt_learner: AnchorOPTPromptLearner) -> None:
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.text_encoder = TextEncoder(clip_model)
-        self.image_encoder = ImageEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
+    PROMPTS_FIXED_IN_EVAL: ClassVar[bool]
+    prompt_learner: AnchorOPTPromptLearner
 
-    def prompt_state(self) -> torch.Tensor:
-        """Normalised normal-prompt class features [C, e] (draws P once)."""
-        embeds, index = self.prompt_learner()
-        return normalize(self.text_encoder(embeds, index, self.prompt_learner.layout.length))
+    @property
+    def classnames(self) -> list[str]: ...
+
+    def set_classnames(self, classnames: Sequence[str]) -> None: ...
+
+    def anchor_text_features(self) -> torch.Tensor: ...
+
+    def prompt_state(self) -> Any: ...
 
     def branch_logits(
-        self,
-        image: torch.Tensor,
-        prompt_state: torch.Tensor | None = None,
-        anchor_text: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        image_features = self.image_encoder(image)
-        text = self.prompt_state() if prompt_state is None else prompt_state
-        normal = scaled_logits(image_features, text, self.logit_scale)
-        return normal, self.anchor_logits(image_features, anchor_text)
+        self, image: torch.Tensor, prompt_state: Any = None, anchor_text: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+STAGE2_MEMBERS = (
+    "prompt_learner",
+    "classnames",
+    "set_classnames",
+    "anchor_text_features",
+    "prompt_state",
+    "branch_logits",
+    "PROMPTS_FIXED_IN_EVAL",
+)
+
+
+def check_stage2_model(model: Any, trainer_name: str) -> None:
+    """Fail at build time, naming what is missing, when `model` does not meet the `Stage2Model` contract."""
+    learner = getattr(model, "prompt_learner", None)
+    if learner is not None and not isinstance(learner, AnchorOPTPromptLearner):
+        raise TypeError(
+            f"{trainer_name}: {type(model).__name__}.prompt_learner is a {type(learner).__name__}, "
+            "expected an AnchorOPTPromptLearner (it holds V, A and the position matrix)"
+        )
+
+    missing = [name for name in STAGE2_MEMBERS if not hasattr(model, name)]
+    if missing:
+        raise TypeError(
+            f"{trainer_name}: the Stage II model {type(model).__name__} lacks {', '.join(missing)} "
+            "(see anchoropt.models.stage2_base.Stage2Model)"
+        )

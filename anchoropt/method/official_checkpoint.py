@@ -105,7 +105,9 @@ def _restricted_pickle_module(path: Path) -> types.SimpleNamespace:
             if _is_inert_module(module):
                 key = (module, name)
                 if key not in placeholders:
-                    placeholders[key] = type(name, (InertPickledObject,), {"__slots__": (), "pickled_from": f"{module}.{name}"})
+                    placeholders[key] = type(
+                        name, (InertPickledObject,), {"__slots__": (), "pickled_from": f"{module}.{name}"}
+                    )
                 return placeholders[key]
             raise CheckpointError(
                 f"refusing to unpickle {module}.{name} from {path}: a checkpoint may only hold tensors, "
@@ -118,7 +120,7 @@ def _restricted_pickle_module(path: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(__name__="anchoropt_restricted_pickle", Unpickler=RestrictedUnpickler, load=load)
 
 
-def load_legacy_checkpoint(path: str | Path) -> Any:
+def load_official_checkpoint(path: str | Path) -> Any:
     """Load a torch.save'd Dassl checkpoint onto the CPU without executing pickled code.
 
     Optimizer/scheduler objects come back as `InertPickledObject` instances.

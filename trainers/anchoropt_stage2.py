@@ -1,9 +1,9 @@
 """Stage II logic shared by every AnchorOPT trainer (CoOp, MaPLe, CoCoOp and DePT + AnchorOPT).
 
 A trainer mixes `AnchorOPTStageII` in front of `ClipTrainer`, builds a model that follows the
-contract of `anchoropt.models.anchoropt` (``prompt_learner`` holding V, A and Θ;
+contract `anchoropt.models.stage2_base.Stage2Model` (``prompt_learner`` holding V, A and Θ;
 ``anchor_text_features()``, ``prompt_state()``, ``branch_logits()``, ``set_classnames()``,
-``PROMPTS_FIXED_IN_EVAL``) and hands it to `setup_anchoropt`::
+``PROMPTS_FIXED_IN_EVAL``) and hands it to `setup_anchoropt`, which checks the contract::
 
     @TRAINER_REGISTRY.register()
     class MaPLe_AnchorOPT(AnchorOPTStageII, ClipTrainer):
@@ -12,10 +12,10 @@ contract of `anchoropt.models.anchoropt` (``prompt_learner`` holding V, A and Θ
         def build_model(self):
             clip_model = self.load_clip()
             anchor = self.initial_anchor(clip_model.token_embedding.weight.shape[1])
-            learner = MaPLeAnchorLearner(clip_model, self.classnames, anchor=anchor, **self.learner_options())
+            learner = MaPLeAnchorOPTPromptLearner(clip_model, self.classnames, anchor=anchor, **self.learner_options())
             self.setup_anchoropt(MaPLeAnchorOPTCLIP(clip_model, learner))
 
-The mixin then provides: the settings (``self.anchoropt``), the Stage I anchor from
+The mixin then provides: the settings (``self.stage2``), the Stage I anchor from
 ``ANCHOR_PATH`` (required to train, optional to evaluate: a checkpoint's own anchor wins),
 the training step and loss (override `stage2_outputs` / `stage2_loss` for another loss, e.g.
 DePT's), the anchor-branch feature cache (once per class set, never per step), per-class
@@ -30,6 +30,7 @@ row-wise Gumbel sampling, and a fresh noise sample at evaluation. The official c
 noise in every forward pass, so in LEGACY mode the normal prompts are re-encoded for every
 test batch instead of once per evaluation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ from anchoropt.method.position_export import EXTRAS_KEY, export_positions, posit
 from anchoropt.method.positions import order_text
 from anchoropt.method.scoring import SCORING_MODE_KEY, SCORING_MODES, combine_logits, needs_anchor_logits, seen_mask_for
 from anchoropt.models.clip_parts import normalize
+from anchoropt.models.stage2_base import check_stage2_model
 
 ANCHOR_PATH_KEY = "TRAINER.ANCHOROPT.ANCHOR_PATH"
 STAGE1_TRAINER = "AnchorOPT_StageI"
@@ -72,17 +74,27 @@ class StageIISettings:
     def from_cfg(cls, cfg: Any) -> "StageIISettings":
         c = cfg.TRAINER.ANCHOROPT
         settings = cls(
-            n_ctx=int(c.N_CTX), anchor_len=int(c.ANCHOR_LEN), ctx_init=str(c.CTX_INIT), position_mode=str(c.POSITION_MODE),
-            gumbel_temp=float(c.GUMBEL_TEMP), sinkhorn_iters=int(c.SINKHORN_ITERS), ce_weight=float(c.PROMPT_CE_WEIGHT),
-            kd_weight=float(c.KD_WEIGHT), kd_temperature=float(c.KD_TEMPERATURE), scoring_mode=str(c.SCORING_MODE),
-            anchor_path=str(c.ANCHOR_PATH), legacy=bool(c.LEGACY),
+            n_ctx=int(c.N_CTX),
+            anchor_len=int(c.ANCHOR_LEN),
+            ctx_init=str(c.CTX_INIT),
+            position_mode=str(c.POSITION_MODE),
+            gumbel_temp=float(c.GUMBEL_TEMP),
+            sinkhorn_iters=int(c.SINKHORN_ITERS),
+            ce_weight=float(c.PROMPT_CE_WEIGHT),
+            kd_weight=float(c.KD_WEIGHT),
+            kd_temperature=float(c.KD_TEMPERATURE),
+            scoring_mode=str(c.SCORING_MODE),
+            anchor_path=str(c.ANCHOR_PATH),
+            legacy=bool(c.LEGACY),
         )
         check_loss_settings(settings.ce_weight, settings.kd_weight, settings.kd_temperature)
         if settings.ce_weight == 0 and settings.kd_weight == 0:
             raise ConfigError("TRAINER.ANCHOROPT.PROMPT_CE_WEIGHT and KD_WEIGHT are both 0: there is nothing to train")
         if settings.scoring_mode not in SCORING_MODES:
-            raise ConfigError(f"{SCORING_MODE_KEY}: unknown scoring mode '{settings.scoring_mode}' "
-                              f"(expected one of {', '.join(SCORING_MODES)})")
+            raise ConfigError(
+                f"{SCORING_MODE_KEY}: unknown scoring mode '{settings.scoring_mode}' "
+                f"(expected one of {', '.join(SCORING_MODES)})"
+            )
         return settings
 
 
@@ -95,8 +107,12 @@ def scoring_summary(seen_mask: torch.Tensor, mode: str) -> dict[str, Any]:
         counts.update(normal=seen, ensemble=total - seen)
     else:
         counts[mode] = total
-    return {"mode": mode, "num_classes": total, "seen_classes": seen,
-            **{f"{rule}_classes": count for rule, count in counts.items()}}
+    return {
+        "mode": mode,
+        "num_classes": total,
+        "seen_classes": seen,
+        **{f"{rule}_classes": count for rule, count in counts.items()},
+    }
 
 
 class AnchorOPTStageII:
@@ -115,22 +131,29 @@ class AnchorOPTStageII:
 
     # ---- building -----------------------------------------------------------------------
     @functools.cached_property
-    def anchoropt(self) -> StageIISettings:
+    def stage2(self) -> StageIISettings:
         return StageIISettings.from_cfg(self.cfg)
 
     def learner_options(self) -> dict[str, Any]:
         """Keyword arguments of `AnchorOPTPromptLearner` (and subclasses) from the settings."""
-        s = self.anchoropt
-        return dict(n_ctx=s.n_ctx, anchor_len=s.anchor_len, ctx_init=s.ctx_init, position_mode=s.position_mode,
-                    gumbel_temp=s.gumbel_temp, sinkhorn_iters=s.sinkhorn_iters, legacy=s.legacy)
+        s = self.stage2
+        return dict(
+            n_ctx=s.n_ctx,
+            anchor_len=s.anchor_len,
+            ctx_init=s.ctx_init,
+            position_mode=s.position_mode,
+            gumbel_temp=s.gumbel_temp,
+            sinkhorn_iters=s.sinkhorn_iters,
+            legacy=s.legacy,
+        )
 
     def initial_anchor(self, width: int) -> torch.Tensor | None:
         """The Stage I anchor [ANCHOR_LEN, width] from ANCHOR_PATH (fp32, CPU), or None when it is not set."""
-        path = self.anchoropt.anchor_path
+        path = self.stage2.anchor_path
         if not path:
             print(f"{ANCHOR_PATH_KEY} is not set: the anchor must come from a Stage II checkpoint (--model-dir)")
             return None
-        record = load_anchor(path, expected_width=width, expected_len=self.anchoropt.anchor_len)
+        record = load_anchor(path, expected_width=width, expected_len=self.stage2.anchor_len)
         trained_on = f", Stage I classes: {len(record.classnames)}" if record.classnames else ""
         print(f"Anchor loaded from {record.path} ({record.source_format} format{trained_on})")
         self._path_anchor = record.anchor.clone()
@@ -139,6 +162,7 @@ class AnchorOPTStageII:
 
     def setup_anchoropt(self, model: torch.nn.Module) -> None:
         """Adopt `model`, optimise its prompt learner (V and Θ; A is a buffer) and register it."""
+        check_stage2_model(model, self.cfg.TRAINER.NAME)
         self.model = model.to(self.device)
         learner = self.model.prompt_learner
         trainable = [name for name, p in learner.named_parameters() if p.requires_grad]
@@ -179,7 +203,7 @@ class AnchorOPTStageII:
 
     def stage2_loss(self, normal: torch.Tensor, anchor: torch.Tensor | None, label: torch.Tensor):
         """λ₁·CE(z_n) + λ₂·T²·KL(p_ens ‖ p_n)/(B·C); returns (loss, {part: detached value})."""
-        s = self.anchoropt
+        s = self.stage2
         return anchoropt_loss(normal, anchor, label, s.ce_weight, s.kd_weight, s.kd_temperature)
 
     def stage2_outputs(self, image: torch.Tensor, label: torch.Tensor, anchor_text: torch.Tensor | None):
@@ -189,7 +213,7 @@ class AnchorOPTStageII:
 
     def forward_backward(self, batch: dict) -> dict:
         image, label = self.parse_batch_train(batch)
-        anchor_text = self.anchor_text_features() if self.anchoropt.kd_weight > 0 else None
+        anchor_text = self.anchor_text_features() if self.stage2.kd_weight > 0 else None
         with self.autocast():
             normal, anchor, extra = self.stage2_outputs(image, label, anchor_text)
             loss, parts = self.stage2_loss(normal, anchor, label, **extra)
@@ -217,7 +241,7 @@ class AnchorOPTStageII:
 
     def before_evaluation(self) -> None:
         self._require_anchor("evaluate")
-        mode = self.anchoropt.scoring_mode
+        mode = self.stage2.scoring_mode
         trained = self.trained_classnames
         if trained is None:
             print("Trained classes unknown: every class is scored as unseen")
@@ -235,7 +259,10 @@ class AnchorOPTStageII:
         positions = self.model.prompt_learner.positions
         matrix = positions.deterministic()
         note = " (LEGACY: P is sampled for every batch)" if self._prompts_vary_per_batch() else ""
-        print(f"Scoring: {self._last_scoring}; position order: {order_text(matrix, positions.num_ctx, positions.anchor_len)}{note}")
+        print(
+            f"Scoring: {self._last_scoring}; position order: "
+            f"{order_text(matrix, positions.num_ctx, positions.anchor_len)}{note}"
+        )
 
     def after_evaluation(self) -> None:
         self._eval_state = None
@@ -248,7 +275,7 @@ class AnchorOPTStageII:
         state = self._eval_state
         prompt_state = None if state["per_batch"] else state["prompt_state"]
         normal, anchor = self.scored_branches(image, prompt_state, state["anchor_text"])
-        return combine_logits(normal, anchor, state["seen"], self.anchoropt.scoring_mode)
+        return combine_logits(normal, anchor, state["seen"], self.stage2.scoring_mode)
 
     def results_extras(self) -> dict:
         positions = self.model.prompt_learner.positions
@@ -256,8 +283,11 @@ class AnchorOPTStageII:
         return {
             "scoring": dict(self._last_scoring or {}),
             "anchor": {"source": self._anchor_origin, "anchor_len": positions.anchor_len},
-            "positions": {"mode": positions.mode, "legacy": positions.legacy,
-                          "order": order_text(matrix, positions.num_ctx, positions.anchor_len)},
+            "positions": {
+                "mode": positions.mode,
+                "legacy": positions.legacy,
+                "order": order_text(matrix, positions.num_ctx, positions.anchor_len),
+            },
             "trained_classes": len(self.trained_classnames or []),
         }
 
@@ -265,8 +295,11 @@ class AnchorOPTStageII:
     def checkpoint_extras(self, name: str) -> dict:
         if name != self.ANCHOROPT_MODEL_NAME:
             return {}
-        extras = {"trained_classnames": list(self.trained_classnames or []), "anchor_source": self._anchor_origin,
-                  **position_settings(self.model.prompt_learner.positions)}
+        extras = {
+            "trained_classnames": list(self.trained_classnames or []),
+            "anchor_source": self._anchor_origin,
+            **position_settings(self.model.prompt_learner.positions),
+        }
         return {EXTRAS_KEY: extras}
 
     def on_checkpoint_loaded(self, name: str, checkpoint: dict) -> None:
@@ -275,7 +308,9 @@ class AnchorOPTStageII:
         extras = checkpoint.get(EXTRAS_KEY) or {}
         trained = extras.get("trained_classnames")
         if trained is None:
-            print("Warning: the checkpoint does not list the classes it was trained on; every class is scored as unseen")
+            print(
+                "Warning: the checkpoint does not list the classes it was trained on; every class is scored as unseen"
+            )
         self.trained_classnames = list(trained) if trained is not None else None
         same_anchor = self._compare_anchors(checkpoint["state_dict"].get("anchor"))
         source = extras.get("anchor_source")
@@ -285,18 +320,24 @@ class AnchorOPTStageII:
         self.invalidate_anchor_cache()
         positions = self.model.prompt_learner.positions
         trained_mode = extras.get("position_mode")
-        if trained_mode is not None and (trained_mode != positions.mode or extras.get("legacy", False) != positions.legacy):
-            print(f"Note: the checkpoint was trained with POSITION_MODE={trained_mode}, LEGACY={extras.get('legacy')}; "
-                  f"evaluating with POSITION_MODE={positions.mode}, LEGACY={positions.legacy}")
+        if trained_mode is not None and (
+            trained_mode != positions.mode or extras.get("legacy", False) != positions.legacy
+        ):
+            print(
+                f"Note: the checkpoint was trained with POSITION_MODE={trained_mode}, LEGACY={extras.get('legacy')}; "
+                f"evaluating with POSITION_MODE={positions.mode}, LEGACY={positions.legacy}"
+            )
 
     def _compare_anchors(self, stored: torch.Tensor | None) -> bool:
         """Whether the checkpoint's anchor equals the ANCHOR_PATH one (False when either is absent)."""
         if self._path_anchor is None or stored is None:
             return False
-        path = self.anchoropt.anchor_path
+        path = self.stage2.anchor_path
         if torch.equal(self._path_anchor, stored.detach().float().cpu()):
             print(f"The checkpoint's anchor equals the one at {ANCHOR_PATH_KEY}={path}")
             return True
-        print(f"Note: the checkpoint's anchor differs from the one at {ANCHOR_PATH_KEY}={path}; using the "
-              "checkpoint's (the anchor the prompt was trained with)")
+        print(
+            f"Note: the checkpoint's anchor differs from the one at {ANCHOR_PATH_KEY}={path}; using the "
+            "checkpoint's (the anchor the prompt was trained with)"
+        )
         return False
