@@ -238,16 +238,22 @@ def test_trainer_checks_the_contract_when_it_adopts_the_model(env, tmp_path, mon
         )
 
 
-def test_scoring_summary_counts_each_rule():
+def test_scoring_summary_records_the_rule_and_counts_each_kind():
     seen = torch.tensor([True, True, False])
-    assert scoring_summary(seen, "auto") == {
-        "mode": "auto",
+    assert scoring_summary(seen, "per_class") == {
+        "mode": "per_class",
+        "rule": "per_class",
+        "rule_text": "learned prompt for trained classes (by name), ensemble for the others",
         "num_classes": 3,
         "seen_classes": 2,
         "normal_classes": 2,
         "ensemble_classes": 1,
         "anchor_classes": 0,
     }
+    auto = scoring_summary(seen, "auto")
+    assert (auto["rule"], auto["normal_classes"], auto["ensemble_classes"]) == ("ensemble", 0, 3)
+    trained_set = scoring_summary(torch.ones(3, dtype=torch.bool), "auto")
+    assert (trained_set["rule"], trained_set["normal_classes"], trained_set["ensemble_classes"]) == ("normal", 3, 0)
     assert scoring_summary(seen, "anchor")["anchor_classes"] == 3
 
 
@@ -378,10 +384,12 @@ def test_new_evaluation_uses_the_ensemble_and_repeats_exactly(env, trained):
     assert normal["scoring"]["normal_classes"] == len(env.new_classes)
 
 
-def test_inference_rule_per_class_on_a_mixed_class_set(env, trained):
-    args = env.args("CoOp_AnchorOPT", env.root / "eval_all_direct", subsample="all")
-    trainer = build_trainer_from_args(args)
+def scored_columns(env, trained, out, *opts, subsample="all", dataset=None, trained_classnames=None):
+    """(combined logits, z_n, z_a, trainer) of one test batch under the trainer's scoring rule."""
+    trainer = build_trainer_from_args(env.args("CoOp_AnchorOPT", out, *opts, subsample=subsample, dataset=dataset))
     trainer.load_model(str(trained["out"]), epoch=EPOCHS)
+    if trained_classnames is not None:
+        trainer.trained_classnames = list(trained_classnames)
     trainer.set_model_mode("eval")
     image = next(iter(trainer.test_loader))["img"]
     with torch.no_grad():
@@ -391,12 +399,50 @@ def test_inference_rule_per_class_on_a_mixed_class_set(env, trained):
         features = model.image_encoder(image)
         normal = scaled_logits(features, model.prompt_state(), model.logit_scale)
         anchor = scaled_logits(features, model.anchor_text_features(), model.logit_scale)
+    return logits, normal, anchor, trainer
+
+
+def test_inference_rule_per_evaluation_set_and_per_class_on_a_mixed_class_set(env, trained):
+    logits, normal, anchor, trainer = scored_columns(env, trained, env.root / "eval_all_direct")
     seen = [name in env.base_classes for name in trainer.classnames]
     assert sum(seen) == len(env.base_classes) and len(seen) == len(env.dataset.classnames)
+    # default: a class set that is not the trained one is scored with the ensemble for every class
+    assert torch.allclose(logits, (normal + anchor) / 2, atol=1e-5)
+    scoring = trainer.results_extras()["scoring"]
+    assert (scoring["rule"], scoring["ensemble_classes"]) == ("ensemble", len(seen))
+    # the explicit per-class mode mixes by name
+    logits, normal, anchor, trainer = scored_columns(
+        env, trained, env.root / "eval_all_per_class", "TRAINER.ANCHOROPT.SCORING_MODE", "per_class"
+    )
     for column, is_seen in enumerate(seen):
         expected = normal[:, column] if is_seen else (normal[:, column] + anchor[:, column]) / 2
         assert torch.allclose(logits[:, column], expected, atol=1e-5)
-    assert trainer.results_extras()["scoring"]["ensemble_classes"] == len(env.new_classes)
+    scoring = trainer.results_extras()["scoring"]
+    assert (scoring["rule"], scoring["ensemble_classes"]) == ("per_class", len(env.new_classes))
+
+
+def test_cross_dataset_target_sharing_class_names_is_scored_with_the_ensemble_throughout(env, trained, tmp_path):
+    """A source that shares names with the target (ImageNet and OxfordPets share 16 breeds): one rule for all."""
+    target = write_dataset("EuroSAT", env.root / "data", n_classes=3, n_per_class=6)
+    shared = target.classnames[:2]  # the source was trained on two of the target's names, and on others
+    source_classes = [*env.base_classes, *shared]
+    logits, normal, anchor, trainer = scored_columns(
+        env, trained, tmp_path / "auto", dataset=target, trained_classnames=source_classes
+    )
+    assert trainer.results_extras()["scoring"]["seen_classes"] == 2
+    assert torch.allclose(logits, (normal + anchor) / 2, atol=1e-5)
+    assert trainer.results_extras()["scoring"]["rule"] == "ensemble"
+    logits, normal, anchor, trainer = scored_columns(
+        env,
+        trained,
+        tmp_path / "mixed",
+        "TRAINER.ANCHOROPT.SCORING_MODE",
+        "per_class",
+        dataset=target,
+        trained_classnames=source_classes,
+    )
+    assert torch.allclose(logits[:, :2], normal[:, :2], atol=1e-5)
+    assert torch.allclose(logits[:, 2], (normal[:, 2] + anchor[:, 2]) / 2, atol=1e-5)
 
 
 def test_cross_dataset_evaluation_uses_the_stored_source_anchor(env, trained):
