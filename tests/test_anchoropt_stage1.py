@@ -321,7 +321,8 @@ def test_image_term_value_gradient_and_one_image_pass_per_step(env, tmp_path):
 
 # ---------------------------------------------------------------- configs
 
-STAGE1_PUBLISHED = {  # the released anchors: dataset config stem: (epochs, MSE weight, descriptions per class, CE weight)
+# The released anchors' settings: dataset config stem: (epochs, MSE weight, descriptions per class, CE weight)
+STAGE1_PUBLISHED = {
     "imagenet": (10, 1000, 5, 0),
     "caltech101": (100, 1000, 10, 1),
     "oxford_pets": (100, 1000, 10, 1),

@@ -11,7 +11,7 @@ import yaml
 from anchoropt.cli.errors import run_cli
 from anchoropt.cli.positions import main as positions_main
 from anchoropt.config import build_config
-from anchoropt.engine import load_checkpoint
+from anchoropt.engine import TRAINER_REGISTRY, load_checkpoint
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.anchor_checkpoint import load_anchor, save_anchor
 from anchoropt.method.position_export import position_settings, positions_from_checkpoint
@@ -30,6 +30,7 @@ from tests.support.anchoropt_runs import (
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO, write_dataset
 from tests.support.method_fixtures import write_official_checkpoint
+from trainers.anchoropt_config import ignored_setting_warnings
 from trainers.anchoropt_stage2 import AnchorOPTStageII, StageIISettings, scoring_summary
 
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
@@ -638,3 +639,45 @@ def test_stage2_shared_and_cross_dataset_configs():
     )
     c = cfg.TRAINER.ANCHOROPT
     assert (c.N_CTX, cfg.OPTIM.MAX_EPOCH, c.PROMPT_CE_WEIGHT, c.KD_WEIGHT, c.KD_TEMPERATURE) == (4, 20, 1.0, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- settings an AnchorOPT trainer ignores
+
+
+@pytest.mark.parametrize("trainer", ["CoOp_AnchorOPT", "CoCoOp_AnchorOPT", "MaPLe_AnchorOPT", "DePT_AnchorOPT"])
+def test_baseline_context_settings_are_reported_when_set_but_ignored(trainer):
+    node = TRAINER_REGISTRY.get(trainer).PREC_KEY.split(".")[1]  # COOP, COCOOP, MAPLE
+    assert ignored_setting_warnings(build_config(), node, trainer) == []  # defaults: nothing to say
+    cfg = build_config(opts=[f"TRAINER.{node}.N_CTX", "12", f"TRAINER.{node}.CTX_INIT", "a picture of"])
+    messages = ignored_setting_warnings(cfg, node, trainer)
+    assert len(messages) == 2
+    assert (
+        f"TRAINER.{node}.N_CTX=12 is ignored by {trainer}" in messages[0]
+        and "TRAINER.ANCHOROPT.N_CTX (4)" in messages[0]
+    )
+    assert f"TRAINER.{node}.CTX_INIT='a picture of' is ignored" in messages[1]
+    same = build_config(opts=[f"TRAINER.{node}.N_CTX", "8", "TRAINER.ANCHOROPT.N_CTX", "8"])
+    assert ignored_setting_warnings(same, node, trainer) == []  # the value used anyway: no warning
+
+
+def test_use_anchoropt_is_documented_as_without_effect_and_reported(env, tmp_path):
+    messages = ignored_setting_warnings(build_config(opts=["TRAINER.ANCHOROPT.USE_ANCHOROPT", "True"]), "COOP", "X")
+    assert messages == [
+        "TRAINER.ANCHOROPT.USE_ANCHOROPT has no effect (as in the official code): the trainer decides (--trainer X)"
+    ]
+    args = env.args(
+        "CoOp_AnchorOPT",
+        tmp_path / "out",
+        "TRAINER.ANCHOROPT.ANCHOR_PATH",
+        str(env.stage1),
+        "TRAINER.COOP.N_CTX",
+        "12",
+        "TRAINER.ANCHOROPT.USE_ANCHOROPT",
+        "True",
+    )
+    with pytest.warns(UserWarning) as caught:
+        trainer = build_trainer_from_args(args)
+    texts = [str(w.message) for w in caught]
+    assert any("TRAINER.COOP.N_CTX=12 is ignored by CoOp_AnchorOPT" in t for t in texts)
+    assert any("USE_ANCHOROPT has no effect" in t for t in texts)
+    assert trainer.model.prompt_learner.n_ctx == 4  # what is used: TRAINER.ANCHOROPT.N_CTX

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import os.path as osp
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -61,6 +62,7 @@ from anchoropt.method.scoring import (
 )
 from anchoropt.models.clip_parts import normalize
 from anchoropt.models.stage2_base import check_stage2_model
+from trainers.anchoropt_config import ignored_setting_warnings
 
 ANCHOR_PATH_KEY = "TRAINER.ANCHOROPT.ANCHOR_PATH"
 STAGE1_TRAINER = "AnchorOPT_StageI"
@@ -151,7 +153,16 @@ class AnchorOPTStageII:
         return StageIISettings.from_cfg(self.cfg)
 
     def learner_options(self) -> dict[str, Any]:
-        """Keyword arguments of `AnchorOPTPromptLearner` (and subclasses) from the settings."""
+        """Keyword arguments of `AnchorOPTPromptLearner` (and subclasses) from the settings.
+
+        Warns about settings of the baseline's own node (``TRAINER.COOP.N_CTX`` for ``PREC_KEY``
+        ``TRAINER.COOP.PREC``, ...) that were set but are not used.
+        """
+        baseline_node = str(getattr(self, "PREC_KEY", "")).split(".")[1:2]
+        for message in ignored_setting_warnings(
+            self.cfg, baseline_node[0] if baseline_node else "", self.cfg.TRAINER.NAME
+        ):
+            warnings.warn(message, UserWarning, stacklevel=2)
         s = self.stage2
         return dict(
             n_ctx=s.n_ctx,
