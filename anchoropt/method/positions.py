@@ -7,11 +7,12 @@ filled by source ``argmax_j P[s, j]``.
 
 Modes
 -----
-``learned`` (default)
+``learned`` (default; the paper's formulation, with or without LEGACY)
     Training: a fresh straight-through hard Gumbel-Softmax sample of the
     logits Θ, row by row (each slot picks a source independently, so a source
-    may fill several slots or none). Evaluation: one-hot(argmax Θ) per row,
-    deterministic.
+    may fill several slots or none; ``sinkhorn`` gives a permutation), at
+    temperature ``tau`` (``GUMBEL_TEMP``). Evaluation: one-hot(argmax Θ) per
+    row, deterministic.
 ``sinkhorn``
     Training: Gumbel-Sinkhorn relaxation of (Θ + Gumbel noise)/τ, with the
     forward pass using the Hungarian (linear-assignment) permutation of that
