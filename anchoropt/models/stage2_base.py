@@ -37,8 +37,9 @@ class AnchorOPTPromptLearner(nn.Module):
     another dataset needs no anchor file; until a Stage I anchor is given (`set_anchor`,
     or a checkpoint is loaded) it holds zeros.
 
-    ``legacy=True`` reproduces the official code: the normal prompt is read ``anchor_len``
-    positions before its EOT (its "." for N = 1) and P is sampled at evaluation too.
+    ``legacy=True`` reproduces the official algorithm: the normal prompt is read ``anchor_len``
+    positions before its EOT (its "." for N = 1) and P is sampled at evaluation too (variants add
+    their own: MaPLe's deep anchor read, CoCoOp's frozen Θ and meta-net).
     """
 
     anchor: torch.Tensor
@@ -69,8 +70,9 @@ class AnchorOPTPromptLearner(nn.Module):
         self.legacy = bool(legacy)
         if self.legacy and position_mode == "sinkhorn":
             raise ConfigError(
-                "TRAINER.ANCHOROPT.LEGACY reproduces the official row-wise Gumbel sampling; it cannot be combined "
-                "with TRAINER.ANCHOROPT.POSITION_MODE sinkhorn (use learned, or switch LEGACY off)"
+                "TRAINER.ANCHOROPT.LEGACY reproduces the official algorithm, which samples P row-wise "
+                "(POSITION_MODE learned); it cannot be combined with TRAINER.ANCHOROPT.POSITION_MODE sinkhorn "
+                "(use learned, or switch LEGACY off)"
             )
         self.positions = PositionMatrix(self.n_ctx, anchor_len, position_mode, gumbel_temp, sinkhorn_iters, legacy)
         context_length = clip_model.positional_embedding.shape[0]
