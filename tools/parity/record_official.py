@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -200,16 +201,16 @@ def patch_sources(official: Path, work: Path) -> list[str]:
         if hits == 0:
             raise SystemExit(f"patch did not apply (has the official code changed?): {pattern}: {old!r}")
         log.append(f"{pattern}: {old!r} -> {new!r} ({hits}x; {why})")
-    leftover = [
-        str(p.relative_to(work))
-        for p in work.glob("*/*.py")
-        if any(".half()" in line and ".data.half()" not in line for line in p.read_text().splitlines())
-        and p.name in {"model.py", "model_anchoropt.py", *(f"{m}.py" for m, _ in TRAINER_FILES.values())}
-    ]
-    for name in leftover:  # only the fp16-only branches may keep .half() (PREC fp16, never taken here)
-        lines = [ln for ln in (work / name).read_text().splitlines() if ".half()" in ln and ".data.half()" not in ln]
-        if any("meta_net.half()" not in ln and "self.VPT" not in ln for ln in lines):
-            raise SystemExit(f"unpatched .half() left in {name}: {lines}")
+    # Only branches the fp32 run never takes may keep a .half(): CoCoOp's meta-net under PREC fp16, VPT prompts.
+    used = {"model.py", "model_anchoropt.py", *(f"{module}.py" for module, _ in TRAINER_FILES.values())}
+    for path in sorted(work.glob("*/*.py")):
+        left = [
+            line.strip()
+            for line in path.read_text().splitlines()
+            if ".half()" in line and not any(ok in line for ok in (".data.half()", "meta_net.half()", "self.VPT"))
+        ]
+        if path.name in used and left:
+            raise SystemExit(f"unpatched .half() left in {path.relative_to(work)}: {left}")
     for rel, text in DASSL_STUB.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(text)
@@ -357,8 +358,6 @@ def main(argv: list[str] | None = None) -> None:
     anchor_file.parent.mkdir(parents=True)
     torch.save({"state_dict": {"anchor_ctx_1": anchor.clone()}}, anchor_file)
     (work / "templates").mkdir()
-    import json
-
     (work / "templates" / "pets_prompts_full.json").write_text(json.dumps(descriptions()))
 
     rounded = fresh_official_clip(state, design_for("CoOp")).state_dict()
