@@ -366,7 +366,8 @@ def test_dept_anchoropt_fuses_on_base_and_uses_the_ensemble_on_new_classes(env, 
     run_train(eval_args(env, anchoropt_run, "DePT_AnchorOPT", env.root / "dept_anchoropt_new", *AO_OPTS))
     new = read_results(env.root / "dept_anchoropt_new")
     assert new["scoring"]["ensemble_classes"] == len(env.new_classes) and new["dept"]["head_classes"] == 0
-    trainer = reloaded_trainer(env, anchoropt_run, "DePT_AnchorOPT", *AO_OPTS, subsample="all")
+    per_class = ("TRAINER.ANCHOROPT.SCORING_MODE", "per_class")
+    trainer = reloaded_trainer(env, anchoropt_run, "DePT_AnchorOPT", *AO_OPTS, *per_class, subsample="all")
     image = next(iter(trainer.test_loader))["img"]
     logits = evaluation_logits(trainer, image)
     model = trainer.model
@@ -381,3 +382,7 @@ def test_dept_anchoropt_fuses_on_base_and_uses_the_ensemble_on_new_classes(env, 
         else:
             expected = (sim[:, column] + anchor[:, column]) / 2
         torch.testing.assert_close(logits[:, column], expected, rtol=0, atol=1e-4)
+    # the default scores a mixed set with the ensemble of the plain similarity logits throughout (no head fusion)
+    trainer = reloaded_trainer(env, anchoropt_run, "DePT_AnchorOPT", *AO_OPTS, subsample="all")
+    torch.testing.assert_close(evaluation_logits(trainer, image), (sim + anchor) / 2, rtol=0, atol=1e-4)
+    assert trainer.results_extras()["dept"]["head_classes"] == 0
