@@ -155,8 +155,8 @@ class ClipTrainer(TrainerX):
             engine=engine_description(),
             num_classes=self.num_classes,
             num_samples=num_samples,
-            wall_time_s=time.time() - self._created_at,
-            extra=self.results_extras(),
+            wall_time_s=self.total_wall_time_s(),  # across resumes
+            extra={"shots": getattr(self, "shots", None), **self.results_extras()},
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)

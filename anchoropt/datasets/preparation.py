@@ -21,7 +21,7 @@ from anchoropt.datasets.catalog import CATALOG, DatasetFacts, Entry
 from anchoropt.datasets.files import entry_path, find_missing
 from anchoropt.datasets.splits import SPLIT_KEYS, parse_split
 from anchoropt.errors import DataError, UserError
-from anchoropt.fileio import atomic_write_bytes
+from anchoropt.fileio import atomic_write_bytes, umask_mode
 
 _WNID_LINE = re.compile(r"^n\d{8} \S")
 
@@ -166,6 +166,7 @@ def fetch_file(root: str, facts: DatasetFacts, entry: Entry, force: bool = False
         with open(tmp, "rb") as f:
             data = f.read()
         summary = verify_content(data, entry, facts)
+        os.chmod(tmp, umask_mode())  # mkstemp made it 0600; the data root is often shared
         os.replace(tmp, target)
         return FileOutcome(facts.name, target, "downloaded", summary)
     except (DownloadError, DataError) as e:
