@@ -15,6 +15,8 @@ set -euo pipefail
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AO_SCRIPT="$(basename "$(dirname "$0")")/$(basename "$0")"
 PYTHON=${PYTHON:-python}
+# What the user set (repeated in the hints that name another script).
+AO_GIVEN_CFG=${CFG:-} AO_GIVEN_SHOTS=${SHOTS:-} AO_GIVEN_OUTPUT=${OUTPUT:-}
 # The scripts run this checkout's code, whatever the current directory.
 export PYTHONPATH="$AO_REPO${PYTHONPATH:+:$PYTHONPATH}"
 OUTPUT=${OUTPUT:-$AO_REPO/output}
@@ -54,6 +56,37 @@ ao_require_data() {
   [ -d "$DATA" ] || ao_die "DATA=$DATA is not a directory"
 }
 
+# ao_require_trainer: TRAINER has a config folder (checked before anything runs, Stage I included).
+ao_require_trainer() {
+  local dir="$AO_REPO/configs/trainers" have guess
+  [ -d "$dir/$TRAINER" ] && return 0
+  have=$(cd "$dir" 2>/dev/null && ls -d -- */ 2>/dev/null | tr -d / | tr '\n' ' ' || true)
+  guess=$("$PYTHON" - "$TRAINER" $have 2>/dev/null <<'PY' || true
+import difflib, sys
+name, known = sys.argv[1], sys.argv[2:]
+lowered = {k.lower(): k for k in known}
+match = [lowered[name.lower()]] if name.lower() in lowered else difflib.get_close_matches(name.lower(), list(lowered), 1, 0.6)
+print(f"did you mean {lowered.get(match[0], match[0])}? " if match else "")
+PY
+)
+  ao_die "unknown TRAINER '$TRAINER' (no folder configs/trainers/$TRAINER); ${guess}valid trainers: ${have% }"
+}
+
+# ao_same_settings SCRIPT ARGS...: the command line of another protocol script with this run's settings
+# (TRAINER, the CFG / SHOTS / OUTPUT / STAGE1_* given, the extra options), for hints.
+ao_same_settings() {
+  local words=("TRAINER=$TRAINER")
+  [ -z "$AO_GIVEN_CFG" ] || words+=("CFG=$CFG")
+  [ -z "$AO_GIVEN_SHOTS" ] || words+=("SHOTS=$SHOTS")
+  [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
+  [ "$STAGE1_CFG" = vit_b16 ] || words+=("STAGE1_CFG=$STAGE1_CFG")
+  [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
+  words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
+  local line
+  line=$(printf '%q ' "${words[@]}")
+  echo "${line% }"
+}
+
 ao_require_seed() {
   [[ "${1:-}" =~ ^[0-9]+$ ]] || ao_die "SEED must be a non-negative integer, got '${1:-}'"
 }
@@ -82,6 +115,7 @@ ao_dataset_seed_args() {
 # ao_parse_extra OPTS...: check KEY VALUE pairs; fill AO_EXTRA (all), AO_STAGE1_EXTRA (without OPTIM.*),
 # adopt DATASET.NUM_SHOTS as SHOTS and note a user-given TRAINER.ANCHOROPT.ANCHOR_PATH.
 ao_parse_extra() {
+  ao_require_trainer
   AO_EXTRA=("$@")
   AO_STAGE1_EXTRA=()
   AO_USER_ANCHOR=""

@@ -22,7 +22,7 @@ def closest_names(name: str, known: Iterable[str], n: int = 1) -> list[str]:
     lowered = {k.lower(): k for k in known}
     if name.lower() in lowered:
         return [lowered[name.lower()]]
-    return [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)]
+    return [lowered[m] for m in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)]
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
