@@ -19,6 +19,7 @@ from typing import Any
 
 from anchoropt.datasets.catalog import CATALOG, DatasetFacts, Entry
 from anchoropt.datasets.files import entry_path, find_missing
+from anchoropt.datasets.image_check import check_images
 from anchoropt.datasets.splits import SPLIT_KEYS, parse_split
 from anchoropt.errors import DataError, UserError
 from anchoropt.fileio import atomic_write_bytes, umask_mode
@@ -317,6 +318,12 @@ def _trial_load(report: DatasetReport, root: str, facts: DatasetFacts) -> None:
         report.status = "error"
         report.notes.append(str(e))
         return
+    splits = [("train", dataset.train_x), ("val", dataset.val), ("test", dataset.test)]
+    try:
+        check_images([(name, items) for name, items in splits if items], facts.name)
+    except DataError as e:
+        report.status = "error"
+        report.notes.append(str(e))
     report.classes = f"{dataset.num_classes}" + (
         "" if dataset.num_classes == facts.num_classes else f" (CoOp: {facts.num_classes})"
     )
