@@ -73,7 +73,7 @@ class OutputDirLock:
 
     The kernel drops the lock when the process dies (even by SIGKILL), so a
     crashed job never leaves a stale lock behind; the file's content only says
-    who held it last (restored when the run never started).
+    who held it last (written by ``commit``: a run that never starts changes nothing).
     """
 
     def __init__(self, output_dir: str) -> None:
@@ -81,7 +81,6 @@ class OutputDirLock:
         self.path = osp.join(output_dir, LOCK_NAME)
         self._file: IO[str] | None = None
         self._created_file = False
-        self._previous_holder = ""
         self.committed = False
 
     def acquire(self) -> "OutputDirLock":
@@ -109,32 +108,24 @@ class OutputDirLock:
                 f"Another job ({holder}) is writing to {self.output_dir}; wait for it to finish or "
                 "choose another --output-dir"
             ) from None
-        f.seek(0)
-        self._previous_holder = f.read()
-        self._write_holder(f, f"pid {os.getpid()} on {socket.gethostname()}\n")
         self._file = f
 
-    @staticmethod
-    def _write_holder(f: IO[str], text: str) -> None:
-        f.seek(0)
-        f.truncate()
-        f.write(text)
-        f.flush()
-
     def commit(self) -> None:
-        """The run starts writing: create the folder if needed and hold the lock."""
+        """The run starts writing: create the folder if needed, hold the lock, record who holds it."""
         if self._file is None:
             make_output_dir(self.output_dir)
             self._lock()
+        f = self._file
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
         self.committed = True
 
     def release(self) -> None:
         if self._file is not None:
-            if not self.committed:  # the run never started: leave the folder as it was
-                if self._created_file:
-                    os.remove(self.path)
-                else:
-                    self._write_holder(self._file, self._previous_holder)
+            if not self.committed and self._created_file:  # the run never started: leave the folder as it was
+                os.remove(self.path)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None

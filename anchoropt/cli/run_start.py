@@ -88,7 +88,8 @@ def header_lines(cfg: Any, trainer_class: type, mode: str, notes: Iterable[str])
     """The console header: what runs, on what, where."""
     ds = cfg.DATASET
     shots = f"{ds.NUM_SHOTS} shots" if ds.NUM_SHOTS > 0 else "all images"
-    backbone = cfg.MODEL.BACKBONE.NAME + (f" from {cfg.MODEL.BACKBONE.PATH}" if cfg.MODEL.BACKBONE.PATH else "")
+    name, path = cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH
+    backbone = f"{name} from {path}" if name and path else name or path or "(none)"
     lines = [
         f"{mode} {cfg.TRAINER.NAME} on {ds.NAME} ({ds.SUBSAMPLE_CLASSES} classes, {shots}, seed {cfg.SEED})",
         f"backbone: {backbone}; precision: {precision_text(cfg, trainer_class)}",
