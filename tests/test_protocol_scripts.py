@@ -262,6 +262,8 @@ def test_unfinished_run_is_resumed_in_place(fake_repo):
 
 
 def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
+    for folder in ("oxford_pets", "imagenet"):
+        (fake_repo.parent / "data" / folder).mkdir()
     cmds = commands(
         dry(
             fake_repo,
@@ -278,6 +280,52 @@ def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
         (d, s, evaluates) for d in ("oxford_pets", "imagenet") for s in ("1", "2") for evaluates in (False, True)
     ]
     assert all(c.opt("OPTIM.MAX_EPOCH") == "3" for c in cmds)
+
+
+def test_run_all_runs_the_datasets_present_and_lists_the_skipped_ones(fake_repo):
+    data = fake_repo.parent / "data"
+    (data / "oxford_pets").mkdir()
+    proc = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat oxford_pets dtd", SEEDS="1")
+    assert [Path(c.flag("--dataset-config-file")).stem for c in commands(proc)] == ["oxford_pets", "oxford_pets"]
+    skipped = [line for line in proc.stdout.splitlines() if " skipped " in line]
+    assert skipped == [
+        f"[base2new/run_all.sh] skipped {name}: no folder {data / name} (see CoOp's DATASETS.md, or "
+        "anchoropt-prepare-data)"
+        for name in ("eurosat", "dtd")
+    ]
+    none = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat dtd", SEEDS="1")
+    assert none.returncode == 2 and none.stdout == "" and len(none.stderr.splitlines()) == 1
+    assert none.stderr.startswith("error: none of the datasets (eurosat dtd) is under DATA=")
+
+
+def test_trainer_typo_lists_the_valid_trainers_and_the_closest_before_anything_runs(fake_repo):
+    for trainer, guess in (("CoOP", "CoOp"), ("CoOp_AnchorOTP", "CoOp_AnchorOPT"), ("Nonsense", "")):
+        proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", TRAINER=trainer)
+        assert proc.returncode == 2 and proc.stdout == ""  # not even Stage I ran
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith(f"error: unknown TRAINER '{trainer}' (no folder configs/trainers/{trainer}); ")
+        assert line.endswith("valid trainers: AnchorOPT_StageI CoOp CoOp_AnchorOPT ZeroshotCLIP")
+        assert (f"did you mean {guess}? " in line) == bool(guess)
+
+
+def test_test_sh_hint_repeats_the_trainer_and_the_options(fake_repo):
+    out = fake_repo.parent / "out"
+    proc = run_script(
+        "base2new/test.sh",
+        *("oxford_pets", "1", "OPTIM.MAX_EPOCH", "3", "TRAINER.COOP.N_CTX", "4"),
+        repo=fake_repo,
+        DATA=".",
+        OUTPUT=str(out),
+        TRAINER="CoOp",
+        CFG="vit_b16",
+        SHOTS="4",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith(
+        f"run first: TRAINER=CoOp CFG=vit_b16 SHOTS=4 OUTPUT={out} bash scripts/base2new/train.sh oxford_pets 1 "
+        "OPTIM.MAX_EPOCH 3 TRAINER.COOP.N_CTX 4"
+    )
 
 
 def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
@@ -340,7 +388,7 @@ def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
             "base2new/test.sh",
             ["oxford_pets", "1"],
             {"DATA": ".", "TRAINER": "CoOp"},
-            "run first: bash scripts/base2new/train.sh oxford_pets 1",
+            "run first: TRAINER=CoOp OUTPUT=",
         ),
     ],
 )
@@ -459,6 +507,7 @@ def pets_row(data: dict, trainer: str) -> dict:
     return [r for r in m["datasets"] if r["dataset"] == "OxfordPets"][0]
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_base2new_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     train_out, _ = succeeded(chains["CoOp"])
@@ -478,6 +527,7 @@ def test_coop_base2new_end_to_end(e2e, chains, capsys):
     assert f"{b:.2f} ± 0.00" in text and f"{n:.2f} ± 0.00" in text and f"{2 * b * n / (b + n):.2f}" in text
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_finished_run_is_not_redone(e2e, chains):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -489,6 +539,24 @@ def test_finished_run_is_not_redone(e2e, chains):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
+def test_run_all_skips_an_absent_dataset_and_still_prints_the_table(e2e, chains):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    proc = run_script(
+        "base2new/run_all.sh", *opts, cwd="/", TRAINER="CoOp", DATASETS="eurosat oxford_pets", SEEDS="1", **env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already finished, not retrained" in proc.stdout and "Loading trainer" not in proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("OxfordPets")]
+    assert table and "CoOp" in proc.stdout
+    tail = proc.stdout.splitlines()[-1]
+    assert tail == f"[base2new/run_all.sh] skipped eurosat: no folder {root / 'data' / 'eurosat'} (see CoOp's " + (
+        "DATASETS.md, or anchoropt-prepare-data)"
+    )
+
+
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -521,6 +589,7 @@ def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_cross_dataset_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["cross"])
@@ -547,6 +616,7 @@ VARIANT_CFGS = {
 }
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_table(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp_AnchorOPT"])  # its Stage I anchor for oxford_pets, seed 1 is shared by the variants

@@ -111,7 +111,7 @@ class ToyLinear(TrainerX):
     def test(self, split=None):
         accuracy = super().test(split)
         write_json(
-            {"accuracy": accuracy, "split": split or self.cfg.TEST.SPLIT, "wall_time_s": self.total_wall_time_s()},
+            {"accuracy": accuracy, "split": split or self.cfg.TEST.SPLIT},
             osp.join(self.cfg.OUTPUT_DIR, "toy_result.json"),
         )
         return accuracy
