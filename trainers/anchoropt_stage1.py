@@ -30,6 +30,8 @@ from anchoropt.method.descriptions import default_descriptions_path, encode_desc
 from anchoropt.method.losses import description_mse
 from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.coop import PromptedCLIP
+from anchoropt.runs.identity import run_identity
+from anchoropt.runs.provenance import PROVENANCE_KEY, anchor_provenance
 from trainers.base import ClipTrainer, TextFeatureCache
 
 NEAREST_TOKENS = 5
@@ -92,6 +94,7 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     trained_classnames: list[str] | None = None
     anchor_origin: str | None = None
+    descriptions_read: str | None = None
 
     def build_model(self) -> None:
         self.stage1 = StageISettings.from_cfg(self.cfg)
@@ -112,6 +115,7 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def encode_class_descriptions(self) -> None:
         path = self.descriptions_path()
+        self.descriptions_read = path  # its sha256 goes into the anchor's provenance
         descriptions = load_descriptions(path, self.classnames, self.stage1.max_per_class)
         start = time.time()
         with self.autocast():
@@ -194,6 +198,8 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "max_epoch": cfg.OPTIM.MAX_EPOCH,
             "trainer": cfg.TRAINER.NAME,
+            # What reusing this anchor is checked against (anchoropt.runs.provenance).
+            PROVENANCE_KEY: anchor_provenance(run_identity(cfg)["fingerprint"], self.descriptions_read),
         }
 
     def export_anchor(self) -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.backbone import Precision, check_input_size, load_clip
+from anchoropt.backbone.loading import loaded_backbone_identity
 from anchoropt.backbone.precision import non_finite_loss_advice
 from anchoropt.engine import TrainerX, build_lr_scheduler, build_optimizer, engine_description, write_json
 from anchoropt.results.record import build_record, results_file_name
@@ -61,6 +62,7 @@ class ClipTrainer(TrainerX):
         source = cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {source})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        self.backbone_identity = loaded_backbone_identity(clip_model)
         check_input_size(clip_model, cfg.INPUT.SIZE)
         self.precision = Precision(self.prec, self.device)
         self.precision.apply(clip_model)
@@ -120,6 +122,11 @@ class ClipTrainer(TrainerX):
         """Trainer-specific facts added to the results file."""
         return {}
 
+    def backbone_record(self) -> dict:
+        """``backbone``: what was loaded (``ViT-B/16`` also for OpenAI's file loaded by path), and its details."""
+        identity = getattr(self, "backbone_identity", None)
+        return {"backbone": identity["label"], "backbone_identity": identity} if identity else {}
+
     def parse_batch_test(self, batch: dict):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
@@ -156,7 +163,7 @@ class ClipTrainer(TrainerX):
             num_classes=self.num_classes,
             num_samples=num_samples,
             wall_time_s=time.time() - self._created_at,
-            extra=self.results_extras(),
+            extra={**self.backbone_record(), **self.results_extras()},
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from anchoropt.cli.errors import run_cli
@@ -41,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-epoch", type=int, default=None, help="load model.pth.tar-<epoch> (default: best)")
     p.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
     p.add_argument("--plugin", action="append", default=[], help="extra module that registers trainers/datasets")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --output-dir holds a run with other settings, move it aside to <dir>.replaced-<n> (nothing is "
+        "deleted) and start afresh; without it such a run stops train.py with the keys that differ",
+    )
+    p.add_argument(
+        "--check-run",
+        action="store_true",
+        help="only say what --output-dir holds for this command: finished, interrupted or absent (a run with "
+        "other settings is an error naming the keys that differ; with --overwrite it prints conflict)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
@@ -91,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     load_plugins(args.plugin)
     cfg = setup_cfg(args)
     _check_registered(cfg)
+    if args.check_run:
+        return _print_run_status(args, cfg)
     console = sys.stdout
-    with OutputDirLock(cfg.OUTPUT_DIR):
+    lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
+    try:
+        lock = _claim_output_dir(args, cfg, lock)
         try:
             return _run(args, cfg)
         finally:
@@ -101,6 +118,72 @@ def main(argv: list[str] | None = None) -> int:
                 log_file = getattr(logger, "file", None)  # both engines' loggers; closing them would close the console
                 if log_file is not None:
                     log_file.close()
+    finally:
+        lock.release()
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _evaluates_in_place(args: argparse.Namespace, cfg) -> bool:
+    """``--eval-only --model-dir X --output-dir X``: the evaluation belongs to the training run in X."""
+    return bool(args.eval_only) and _same_dir(args.model_dir, cfg.OUTPUT_DIR)
+
+
+def _identity_inputs(args: argparse.Namespace, cfg):
+    from anchoropt.config import get_default_config
+    from anchoropt.runs.identity import flat_config, model_identity
+
+    model = model_identity(args.model_dir, args.load_epoch) if args.eval_only and args.model_dir else None
+    return model, flat_config(get_default_config())
+
+
+def _print_run_status(args: argparse.Namespace, cfg) -> int:
+    from anchoropt.runs.identity import RunConflict, run_status
+
+    if _evaluates_in_place(args, cfg):
+        print("absent")
+        return 0
+    model, defaults = _identity_inputs(args, cfg)
+    status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+    for note in status.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if status.conflict and not args.overwrite:
+        raise RunConflict(status.message())
+    print(status.state)
+    return 0
+
+
+def _claim_output_dir(args: argparse.Namespace, cfg, lock: OutputDirLock) -> OutputDirLock:
+    """Refuse (or, with --overwrite, move aside) a run of other settings in OUTPUT_DIR; record this run's identity."""
+    from anchoropt.runs.identity import (
+        RunConflict,
+        format_differences,
+        move_aside,
+        run_identity,
+        run_status,
+        write_identity,
+    )
+
+    if _evaluates_in_place(args, cfg):
+        return lock
+    model, defaults = _identity_inputs(args, cfg)
+    status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+    for note in status.notes:
+        print(f"note: {note}")
+    if status.conflict:
+        if not args.overwrite:
+            raise RunConflict(status.message())
+        moved = move_aside(cfg.OUTPUT_DIR)  # the lock file moves with it; this process still holds it
+        lock.release()
+        lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
+        print(
+            f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
+            f"starting afresh in {cfg.OUTPUT_DIR}"
+        )
+    write_identity(cfg.OUTPUT_DIR, run_identity(cfg, model))
+    return lock
 
 
 def _run(args: argparse.Namespace, cfg) -> int:
