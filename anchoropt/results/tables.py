@@ -77,6 +77,13 @@ class Result:
     accuracy: float
     fingerprint: str = ""
     shipped_values: tuple[tuple[str, str], ...] = ()  # (KEY, shipped value) of each deviation in the variant
+    dataset_file: str = ""  # the dataset config's name (oxford_pets), as the scripts name the dataset
+
+    @property
+    def dataset_names(self) -> set[str]:
+        """The names ``--datasets`` accepts for this result's dataset (compared by `_dataset_key`)."""
+        names = {self.dataset, paper.dataset_label(self.dataset), self.dataset_file}
+        return {_dataset_key(n) for n in names if n}
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -108,6 +115,7 @@ def read_result(path: str) -> Result:
             accuracy=float(record["metrics"]["accuracy"]),
             fingerprint=str(record.get("fingerprint") or ""),
             shipped_values=shipped_values,
+            dataset_file=os.path.splitext(os.path.basename(str(record.get("dataset_config_file") or "")))[0],
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ResultsError(f"{path}: missing or malformed field {e}") from None
@@ -375,7 +383,7 @@ def filter_results(
         if backbone and r.method.backbone != backbone:
             continue
         source = r.protocol == CROSS_DATASET and r.dataset == paper.SOURCE_DATASET
-        if wanted and _dataset_key(r.dataset) not in wanted and not source:
+        if wanted and not (r.dataset_names & wanted) and not source:
             continue
         kept.append(r)
     return kept
