@@ -29,7 +29,9 @@ class OutputDirLock:
         self.path = osp.join(output_dir, LOCK_NAME)
         self._file: IO[str] | None = None
 
-    def acquire(self) -> "OutputDirLock":
+    def acquire(self, announce: bool = True) -> "OutputDirLock":
+        """Take the lock; ``announce=False`` leaves the file's content (and mtime) alone: used to make sure no
+        job writes to a run before it is moved aside, without touching anything in it."""
         os.makedirs(osp.dirname(self.path), exist_ok=True)
         f = open(self.path, "a+")
         try:
@@ -42,10 +44,11 @@ class OutputDirLock:
                 f"Another job ({holder}) is writing to {osp.dirname(self.path)}; wait for it to finish or "
                 "choose another --output-dir"
             ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
+        if announce:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
         self._file = f
         return self
 

@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     _check_registered(cfg)
     if args.check_run:
         return _print_run_status(args, cfg)
+    _move_aside_if_asked(args, cfg)  # before the lock: nothing in a refused or moved run is touched
     console = sys.stdout
     lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
     try:
-        lock = _claim_output_dir(args, cfg, lock)
+        _claim_output_dir(args, cfg)
         try:
             return _run(args, cfg)
         finally:
@@ -155,35 +156,40 @@ def _print_run_status(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _claim_output_dir(args: argparse.Namespace, cfg, lock: OutputDirLock) -> OutputDirLock:
-    """Refuse (or, with --overwrite, move aside) a run of other settings in OUTPUT_DIR; record this run's identity."""
-    from anchoropt.runs.identity import (
-        RunConflict,
-        format_differences,
-        move_aside,
-        run_identity,
-        run_status,
-        write_identity,
-    )
+def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
+    """A run of other settings in OUTPUT_DIR: an error naming the keys, or with --overwrite moved aside."""
+    from anchoropt.runs.identity import RunConflict, format_differences, move_aside, run_status
 
     if _evaluates_in_place(args, cfg):
-        return lock
+        return
     model, defaults = _identity_inputs(args, cfg)
     status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
     for note in status.notes:
         print(f"note: {note}")
-    if status.conflict:
-        if not args.overwrite:
-            raise RunConflict(status.message())
-        moved = move_aside(cfg.OUTPUT_DIR)  # the lock file moves with it; this process still holds it
-        lock.release()
-        lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
-        print(
-            f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
-            f"starting afresh in {cfg.OUTPUT_DIR}"
-        )
+    if not status.conflict:
+        return
+    if not args.overwrite:
+        raise RunConflict(status.message())
+    probe = OutputDirLock(cfg.OUTPUT_DIR).acquire(announce=False)  # no job may be writing there
+    try:
+        moved = move_aside(cfg.OUTPUT_DIR)
+    finally:
+        probe.release()
+    print(
+        f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
+        f"starting afresh in {cfg.OUTPUT_DIR}"
+    )
+
+
+def _claim_output_dir(args: argparse.Namespace, cfg) -> None:
+    """Under the lock: check again (another job may have written meanwhile), then record this run's identity."""
+    from anchoropt.runs.identity import check_run, run_identity, write_identity
+
+    if _evaluates_in_place(args, cfg):
+        return
+    model, defaults = _identity_inputs(args, cfg)
+    check_run(cfg.OUTPUT_DIR, cfg, model, defaults)
     write_identity(cfg.OUTPUT_DIR, run_identity(cfg, model))
-    return lock
 
 
 def _run(args: argparse.Namespace, cfg) -> int:
