@@ -30,7 +30,7 @@ from anchoropt.runs.identity import (
     run_status,
     write_identity,
 )
-from anchoropt.runs.provenance import anchor_provenance
+from anchoropt.runs.provenance import anchor_note, anchor_provenance
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 
 
@@ -157,6 +157,8 @@ def test_anchor_provenance_descriptions_and_released_anchors(tmp_path):
     save_anchor(released, torch.zeros(1, 8), [], {})  # no provenance: used as it is, with a note
     status = run_status(str(released), stage1)
     assert status.state == "finished" and len(status.notes) == 1 and "no provenance" in status.notes[0]
+    # Stage II given such an anchor (TRAINER.ANCHOROPT.ANCHOR_PATH): one note, and none for a provenanced one
+    assert anchor_note(str(released)) == status.notes[0] and anchor_note(str(anchor_dir)) is None
 
 
 def test_backbone_identity_from_the_file_loaded(tmp_path, tiny_clip_state_dict_file, monkeypatch):  # noqa: F811

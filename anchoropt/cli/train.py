@@ -164,7 +164,7 @@ def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
         return
     model, defaults = _identity_inputs(args, cfg)
     status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
-    for note in status.notes:
+    for note in status.notes + _anchor_notes(cfg):
         print(f"note: {note}")
     if not status.conflict:
         return
@@ -179,6 +179,18 @@ def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
         f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
         f"starting afresh in {cfg.OUTPUT_DIR}"
     )
+
+
+def _anchor_notes(cfg) -> list[str]:
+    from anchoropt.runs.identity import ANCHOR_PATH_KEY, run_identity
+
+    path = run_identity(cfg)["config"].get(ANCHOR_PATH_KEY)
+    if not path:
+        return []
+    from anchoropt.runs.provenance import anchor_note
+
+    note = anchor_note(str(path))
+    return [note] if note else []
 
 
 def _claim_output_dir(args: argparse.Namespace, cfg) -> None:

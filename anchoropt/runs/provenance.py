@@ -44,6 +44,20 @@ def anchor_provenance(fingerprint: str, descriptions: Optional[str]) -> dict[str
     }
 
 
+def anchor_note(path: str) -> Optional[str]:
+    """A one-line note when the anchor at ``path`` records no provenance (a released official anchor)."""
+    from anchoropt.errors import CheckpointError
+    from anchoropt.method.anchor_checkpoint import load_anchor
+
+    try:
+        record = load_anchor(path)
+    except CheckpointError:
+        return None  # the trainer reports an unreadable anchor itself
+    if record.provenance:
+        return None
+    return f"the anchor in {record.path} records no provenance (a released anchor?): used as it is"
+
+
 def anchor_provenance_differences(
     anchor_dir: str, cfg: Mapping, identity: Mapping[str, Any], compare_fingerprint: bool
 ) -> tuple[list[tuple[str, Any, Any]], list[str]]:
@@ -61,7 +75,7 @@ def anchor_provenance_differences(
         return [("anchor file", "unreadable", str(e))], []
     provenance = record.provenance
     if not provenance:
-        return [], [f"the anchor in {record.path} records no provenance (a released anchor?): used as it is"]
+        return [], [anchor_note(str(record.path)) or ""]
     diffs: list[tuple[str, Any, Any]] = []
     if compare_fingerprint and provenance.get("fingerprint") and provenance["fingerprint"] != identity["fingerprint"]:
         diffs.append(("Stage I fingerprint", provenance["fingerprint"], identity["fingerprint"]))
