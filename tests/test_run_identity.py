@@ -15,6 +15,7 @@ import torch
 
 import trainers  # noqa: F401  (registers the trainers' config keys)
 from anchoropt.backbone.loading import backbone_identity, file_sha256, load_clip, loaded_backbone_identity, model_dims
+from anchoropt.cli.train import command_status
 from anchoropt.cli.train import main as train_main
 from anchoropt.config import build_config
 from anchoropt.method.anchor_checkpoint import save_anchor
@@ -132,6 +133,8 @@ def test_train_py_refuses_a_changed_run_and_overwrite_moves_it_aside(tmp_path, c
     args += ["OPTIM.MAX_EPOCH", "3"]
     with pytest.raises(RunConflict, match="OPTIM.MAX_EPOCH: 100 -> 3"):
         train_main(["--check-run", *args])
+    status = command_status(args)  # the same answer for tools that run the scripts' commands
+    assert status.state == "conflict" and status.differences == [("OPTIM.MAX_EPOCH", 100, 3)]
     with pytest.raises(RunConflict):
         train_main(args)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not even the lock file was written

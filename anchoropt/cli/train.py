@@ -140,14 +140,32 @@ def _identity_inputs(args: argparse.Namespace, cfg):
     return model, flat_config(get_default_config())
 
 
-def _print_run_status(args: argparse.Namespace, cfg) -> int:
-    from anchoropt.runs.identity import RunConflict, run_status
+def command_status(argv: list[str]):
+    """What the output directory of the ``train.py`` command ``argv`` holds for it: a
+    `anchoropt.runs.identity.RunStatus` (``.state``: finished / interrupted / absent / conflict, with
+    ``.differences`` and ``.message()``). For tools that run the protocol commands (sweeps)."""
+    from anchoropt.plugins import load_plugins
+
+    args = build_parser().parse_args(argv)
+    load_plugins(args.plugin)
+    cfg = setup_cfg(args)
+    _check_registered(cfg)
+    return _status(args, cfg)
+
+
+def _status(args: argparse.Namespace, cfg):
+    from anchoropt.runs.identity import RunStatus, run_status
 
     if _evaluates_in_place(args, cfg):
-        print("absent")
-        return 0
+        return RunStatus(cfg.OUTPUT_DIR, "absent")
     model, defaults = _identity_inputs(args, cfg)
-    status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+    return run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+
+
+def _print_run_status(args: argparse.Namespace, cfg) -> int:
+    from anchoropt.runs.identity import RunConflict
+
+    status = _status(args, cfg)
     for note in status.notes:
         print(f"note: {note}", file=sys.stderr)
     if status.conflict and not args.overwrite:
@@ -158,12 +176,9 @@ def _print_run_status(args: argparse.Namespace, cfg) -> int:
 
 def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
     """A run of other settings in OUTPUT_DIR: an error naming the keys, or with --overwrite moved aside."""
-    from anchoropt.runs.identity import RunConflict, format_differences, move_aside, run_status
+    from anchoropt.runs.identity import RunConflict, format_differences, move_aside
 
-    if _evaluates_in_place(args, cfg):
-        return
-    model, defaults = _identity_inputs(args, cfg)
-    status = run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+    status = _status(args, cfg)
     for note in status.notes + _anchor_notes(cfg):
         print(f"note: {note}")
     if not status.conflict:
