@@ -6,7 +6,9 @@
 #   TRAINER  trainer (default CoOp_AnchorOPT)
 #   CFG      shared trainer config name: configs/trainers/$TRAINER/$CFG.yaml (default: per trainer, below)
 #   SHOTS    shots per class (default 16; DATASET.NUM_SHOTS in the extra options wins)
-#   STAGE1_CFG   Stage I config name: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml (default vit_b16)
+#   STAGE1_CFG   Stage I recipe: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml, layered last after vit_b16.yaml
+#                and the per-dataset file: released (default; the released anchors' settings, image CE included)
+#                or mse_only (the paper's text and the public script: MSE weight 1, 20 epochs, no image term)
 #   STAGE1_OPTS  extra KEY VALUE options for Stage I only (e.g. "OPTIM.MAX_EPOCH 1")
 #   PYTHON   the interpreter (default: python)
 #   DRY_RUN  1: print the train.py commands instead of running them
@@ -23,7 +25,8 @@ OUTPUT=${OUTPUT:-$AO_REPO/output}
 TRAINER=${TRAINER:-CoOp_AnchorOPT}
 SHOTS=${SHOTS:-16}
 STAGE1_TRAINER=AnchorOPT_StageI
-STAGE1_CFG=${STAGE1_CFG:-vit_b16}
+STAGE1_CFG=${STAGE1_CFG:-released}
+STAGE1_SHARED_CFG=vit_b16
 STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
 OVERWRITE=${OVERWRITE:-0}
@@ -108,8 +111,14 @@ ao_parse_extra() {
 
 # ao_config_args TRAINER CFG LAYER: --config-file for the shared config, then the protocol layer
 # (configs/trainers/TRAINER/LAYER.yaml, e.g. base2new/oxford_pets or cross_dataset) when that file exists.
+# Stage I: CFG is a recipe (STAGE1_CFG); the shared file is vit_b16.yaml and the recipe comes last (it wins).
 ao_config_args() {
-  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1"
+  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1" recipe=""
+  if [ "$trainer" = "$STAGE1_TRAINER" ] && [ "$cfg" != "$STAGE1_SHARED_CFG" ]; then
+    recipe="$dir/$cfg.yaml"
+    [ -f "$recipe" ] || ao_die "no Stage I recipe $recipe (STAGE1_CFG: released or mse_only)"
+    cfg=$STAGE1_SHARED_CFG
+  fi
   local shared="$dir/$cfg.yaml"
   if [ ! -f "$shared" ]; then
     local have
@@ -118,6 +127,7 @@ ao_config_args() {
   fi
   AO_CONFIG_ARGS=(--config-file "$shared")
   if [ -f "$dir/$layer.yaml" ]; then AO_CONFIG_ARGS+=(--config-file "$dir/$layer.yaml"); fi
+  if [ -n "$recipe" ]; then AO_CONFIG_ARGS+=(--config-file "$recipe"); fi
 }
 
 ao_train_py() {

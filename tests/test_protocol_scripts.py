@@ -105,6 +105,8 @@ def fake_repo(tmp_path) -> Path:
         "trainers/CoOp_AnchorOPT/base2new/oxford_pets.yaml",
         "trainers/CoOp_AnchorOPT/cross_dataset.yaml",
         "trainers/AnchorOPT_StageI/vit_b16.yaml",
+        "trainers/AnchorOPT_StageI/released.yaml",
+        "trainers/AnchorOPT_StageI/mse_only.yaml",
         "trainers/AnchorOPT_StageI/cross_dataset.yaml",
     ]  # no Stage I per-dataset file: it must be left out
     for rel in files:
@@ -146,9 +148,10 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
             STAGE1_OPTS="OPTIM.MAX_EPOCH 1 OPTIM.LR 0.5",
         )
     )
-    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--trainer") == "AnchorOPT_StageI" and stage1.flag("--output-dir") == str(anchor_dir)
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]  # its per-dataset file does not exist
+    # its per-dataset file does not exist here; the recipe (released by default) comes last
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
     assert stage1.opt("MODEL.BACKBONE.PATH") == "w.pt" and stage1.opt("TRAINER.ANCHOROPT.N_CTX") == "8"
     assert [v for k, v in stage1.opts if k == "OPTIM.MAX_EPOCH"] == ["1"]  # Stage II's epochs never reach Stage I
     assert stage1.opt("OPTIM.LR") == "0.5"
@@ -164,8 +167,23 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
     assert stage2.python == sys.executable and "--eval-only" not in stage2.flags
 
 
+def test_stage1_recipe_is_chosen_by_name_and_layered_last(fake_repo):
+    out = fake_repo.parent / "out"
+    stage1, _ = commands(dry(fake_repo, "cross_dataset/train.sh", "1", STAGE1_CFG="mse_only"))
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/mse_only.yaml",
+    ]
+    assert stage1.flag("--output-dir") == str(
+        out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/mse_only/seed1"
+    )
+    proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", STAGE1_CFG="mse_olny")
+    assert proc.returncode != 0 and "no Stage I recipe" in proc.stderr and "released or mse_only" in proc.stderr
+
+
 def test_existing_or_given_anchor_skips_stage1(fake_repo):
-    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     anchor_dir.mkdir(parents=True)
     (anchor_dir / "anchor.pth").write_bytes(b"")
     (only,) = commands(dry(fake_repo, "base2new/train.sh", "oxford_pets", "1"))
@@ -180,9 +198,13 @@ def test_cross_dataset_train_uses_imagenet_all_classes_and_protocol_layers(fake_
     for cmd in (stage1, stage2):
         assert cmd.flag("--dataset-config-file") == str(fake_repo / "configs/datasets/imagenet.yaml")
         assert cmd.opts[-2:] == [("DATASET.SUBSAMPLE_CLASSES", "all"), ("RUN.PROTOCOL", "cross_dataset")]
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/cross_dataset.yaml"]
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/released.yaml",
+    ]
     assert stage2.configs(fake_repo) == ["CoOp_AnchorOPT/vit_b16.yaml", "CoOp_AnchorOPT/cross_dataset.yaml"]
-    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/vit_b16/seed3"
+    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/released/seed3"
     assert stage1.flag("--output-dir") == str(anchor_dir)
     assert stage2.opt("TRAINER.ANCHOROPT.ANCHOR_PATH") == stage1.flag("--output-dir")
 
@@ -204,7 +226,7 @@ def test_test_sh_loads_the_epoch_the_training_run_tested(fake_repo):
 def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
     out = fake_repo.parent / "out"
     finish(out / "base2new/train_base/oxford_pets/shots_16/CoOp_AnchorOPT/vit_b16/seed1", max_epoch=4)
-    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     finish(stage1_dir, max_epoch=9)
     stage2, stage1 = commands(dry(fake_repo, "base2new/test.sh", "oxford_pets", "1", "OPTIM.LR", "1"))
     assert (stage2.flag("--trainer"), stage2.flag("--load-epoch")) == ("CoOp_AnchorOPT", "4")
@@ -214,8 +236,9 @@ def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
         str(stage1_dir),
         "9",
     )
-    assert stage1.opt("OPTIM.LR") is None and stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]
-    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    assert stage1.opt("OPTIM.LR") is None
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
+    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--output-dir") == str(stage1_eval_dir)
 
 
@@ -440,8 +463,9 @@ def run_ok(script: str, *args: str, **env: str) -> str:
 
 
 def run_dir(
-    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = "vit_b16"
+    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = ""
 ) -> Path:
+    cfg = cfg or ("released" if trainer == "AnchorOPT_StageI" else "vit_b16")  # Stage I: the default recipe
     return root / "output" / protocol / kind / dataset / "shots_16" / trainer / cfg / "seed1"
 
 

@@ -252,7 +252,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def results_extras(self) -> dict:
         return {
-            "scoring": {"mode": "anchor", "num_classes": len(self.classnames), "anchor_classes": len(self.classnames)},
+            "scoring": {
+                "mode": "anchor",
+                "rule": "anchor",
+                "num_classes": len(self.classnames),
+                "anchor_classes": len(self.classnames),
+            },
             "anchor": {
                 "source": self.anchor_origin,
                 "anchor_len": self.stage1.anchor_len,
