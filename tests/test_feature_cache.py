@@ -306,10 +306,16 @@ def test_training_views_are_encoded_once_and_each_epoch_draws_one_view_per_image
     assert not torch.equal(loader.view_choice(0), loader.view_choice(1))
 
 
-def test_stage1_without_its_image_term_encodes_no_view(env, tmp_path):
+@pytest.mark.parametrize("ce_weight", ["0.0", "1.0"])
+def test_stage1_trains_its_image_term_on_cached_views_and_without_it_encodes_nothing(env, tmp_path, ce_weight):
     opts = ("FEATURE_CACHE.TRAIN_VIEWS", "2", "OPTIM.MAX_EPOCH", "1", "TEST.NO_TEST", "True")
-    trainer = build(env, "AnchorOPT_StageI", tmp_path / "s", *opts, subsample="base")  # ANCHOR_CE_WEIGHT 0
-    calls = []
-    trainer.model.image_encoder.visual.conv1.register_forward_hook(lambda *_: calls.append(1))
+    opts += ("TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT", ce_weight)
+    trainer = build(env, "AnchorOPT_StageI", tmp_path / "s", *opts, subsample="base")
+    tower = []
+    trainer.model.image_encoder.visual.conv1.register_forward_hook(lambda _, args, __: tower.append(args[0].shape[0]))
     trainer.train()
-    assert calls == [] and not isinstance(trainer.train_loader_x, CachedViewLoader)
+    if ce_weight == "0.0":  # the loss needs no image: none is encoded, the loader is not replaced
+        assert tower == [] and not isinstance(trainer.train_loader_x, CachedViewLoader)
+    else:  # the CE term reads the cached views: 2 views per image encoded once, no image in the steps
+        assert sum(tower) == 2 * len(trainer.dm.dataset.train_x)
+        assert isinstance(trainer.train_loader_x, CachedViewLoader)
