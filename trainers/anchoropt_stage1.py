@@ -90,6 +90,7 @@ class _Averages:
 @TRAINER_REGISTRY.register()
 class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
     MODEL_NAME = "anchor_prompt_learner"  # the released anchors' folder name
 
     trained_classnames: list[str] | None = None
@@ -104,6 +105,9 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
         self.register_learner(learner, self.MODEL_NAME)
         self.description_features = None  # encoded when training starts (evaluation does not need them)
+
+    def uses_training_images(self) -> bool:
+        return self.stage1.uses_images
 
     @property
     def anchor(self) -> torch.Tensor:
