@@ -30,6 +30,8 @@ from anchoropt.method.descriptions import default_descriptions_path, encode_desc
 from anchoropt.method.losses import description_mse
 from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.coop import PromptedCLIP
+from anchoropt.runs.identity import run_identity
+from anchoropt.runs.provenance import PROVENANCE_KEY, anchor_provenance
 from trainers.base import ClipTrainer, TextFeatureCache
 
 NEAREST_TOKENS = 5
@@ -70,10 +72,12 @@ class StageISettings:
 @TRAINER_REGISTRY.register()
 class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
     MODEL_NAME = "anchor_prompt_learner"  # the released anchors' folder name
 
     trained_classnames: list[str] | None = None
     anchor_origin: str | None = None
+    descriptions_read: str | None = None
 
     def build_model(self) -> None:
         self.stage1 = StageISettings.from_cfg(self.cfg)
@@ -83,6 +87,9 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
         self.register_learner(learner, self.MODEL_NAME)
         self.description_features = None  # encoded when training starts (evaluation does not need them)
+
+    def uses_training_images(self) -> bool:
+        return self.stage1.uses_images
 
     @property
     def anchor(self) -> torch.Tensor:
@@ -94,6 +101,7 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def encode_class_descriptions(self) -> None:
         path = self.descriptions_path()
+        self.descriptions_read = path  # its sha256 goes into the anchor's provenance
         descriptions = load_descriptions(path, self.classnames, self.stage1.max_per_class)
         start = time.time()
         with self.autocast():
@@ -169,6 +177,8 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "max_epoch": cfg.OPTIM.MAX_EPOCH,
             "trainer": cfg.TRAINER.NAME,
+            # What reusing this anchor is checked against (anchoropt.runs.provenance).
+            PROVENANCE_KEY: anchor_provenance(run_identity(cfg)["fingerprint"], self.descriptions_read),
         }
 
     def export_anchor(self) -> str:
@@ -221,7 +231,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def results_extras(self) -> dict:
         return {
-            "scoring": {"mode": "anchor", "num_classes": len(self.classnames), "anchor_classes": len(self.classnames)},
+            "scoring": {
+                "mode": "anchor",
+                "rule": "anchor",
+                "num_classes": len(self.classnames),
+                "anchor_classes": len(self.classnames),
+            },
             "anchor": {
                 "source": self.anchor_origin,
                 "anchor_len": self.stage1.anchor_len,

@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-epoch", type=int, default=None, help="load model.pth.tar-<epoch> (default: best)")
     p.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
     p.add_argument("--plugin", action="append", default=[], help="extra module that registers trainers/datasets")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --output-dir holds a run with other settings, move it aside to <dir>.replaced-<n> (nothing is "
+        "deleted) and start afresh; without it such a run stops train.py with the keys that differ",
+    )
+    p.add_argument(
+        "--check-run",
+        action="store_true",
+        help="only say what --output-dir holds for this command: finished, interrupted or absent (a run with "
+        "other settings is an error naming the keys that differ; with --overwrite it prints conflict)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
@@ -98,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = setup_cfg(args)
     _check_registered(cfg)
     check_epochs(cfg, trains=not (args.eval_only or args.no_train))
-    notes = [settle_seed(cfg), cap_workers(cfg)]
+    notes = [settle_seed(cfg), cap_workers(cfg)]  # before the identity: a drawn seed is this run's seed
+    if args.check_run:
+        return _print_run_status(args, cfg)
+    _move_aside_if_asked(args, cfg)  # before the lock: nothing in a refused or moved run is touched
     console = sys.stdout
     # Nothing is written into the output folder until the trainer is built (its inputs are then known to be
     # usable): the log is held in memory, and the lock creates a new folder only on commit.
@@ -111,6 +126,102 @@ def main(argv: list[str] | None = None) -> int:
             if sys.stdout is not console:  # the logger tees stdout into log.txt; undo for in-process callers
                 logger, sys.stdout = sys.stdout, console
                 logger.close()  # closes its file only, never the console
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _evaluates_in_place(args: argparse.Namespace, cfg) -> bool:
+    """``--eval-only --model-dir X --output-dir X``: the evaluation belongs to the training run in X."""
+    return bool(args.eval_only) and _same_dir(args.model_dir, cfg.OUTPUT_DIR)
+
+
+def _identity_inputs(args: argparse.Namespace, cfg):
+    from anchoropt.config import get_default_config
+    from anchoropt.runs.identity import flat_config, model_identity
+
+    model = model_identity(args.model_dir, args.load_epoch) if args.eval_only and args.model_dir else None
+    return model, flat_config(get_default_config())
+
+
+def command_status(argv: list[str]):
+    """What the output directory of the ``train.py`` command ``argv`` holds for it: a
+    `anchoropt.runs.identity.RunStatus` (``.state``: finished / interrupted / absent / conflict, with
+    ``.differences`` and ``.message()``). For tools that run the protocol commands (sweeps)."""
+    from anchoropt.plugins import load_plugins
+
+    args = build_parser().parse_args(argv)
+    load_plugins(args.plugin)
+    cfg = setup_cfg(args)
+    _check_registered(cfg)
+    return _status(args, cfg)
+
+
+def _status(args: argparse.Namespace, cfg):
+    from anchoropt.runs.identity import RunStatus, run_status
+
+    if _evaluates_in_place(args, cfg):
+        return RunStatus(cfg.OUTPUT_DIR, "absent")
+    model, defaults = _identity_inputs(args, cfg)
+    return run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+
+
+def _print_run_status(args: argparse.Namespace, cfg) -> int:
+    from anchoropt.runs.identity import RunConflict
+
+    status = _status(args, cfg)
+    for note in status.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if status.conflict and not args.overwrite:
+        raise RunConflict(status.message())
+    print(status.state)
+    return 0
+
+
+def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
+    """A run of other settings in OUTPUT_DIR: an error naming the keys, or with --overwrite moved aside."""
+    from anchoropt.runs.identity import RunConflict, format_differences, move_aside
+
+    status = _status(args, cfg)
+    for note in status.notes + _anchor_notes(cfg):
+        print(f"note: {note}")
+    if not status.conflict:
+        return
+    if not args.overwrite:
+        raise RunConflict(status.message())
+    probe = OutputDirLock(cfg.OUTPUT_DIR).acquire()  # no job may be writing there (writes nothing)
+    try:
+        moved = move_aside(cfg.OUTPUT_DIR)
+    finally:
+        probe.release()
+    print(
+        f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
+        f"starting afresh in {cfg.OUTPUT_DIR}"
+    )
+
+
+def _anchor_notes(cfg) -> list[str]:
+    from anchoropt.runs.identity import ANCHOR_PATH_KEY, run_identity
+
+    path = run_identity(cfg)["config"].get(ANCHOR_PATH_KEY)
+    if not path:
+        return []
+    from anchoropt.runs.provenance import anchor_note
+
+    note = anchor_note(str(path))
+    return [note] if note else []
+
+
+def _claim_output_dir(args: argparse.Namespace, cfg) -> None:
+    """Under the lock: check again (another job may have written meanwhile), then record this run's identity."""
+    from anchoropt.runs.identity import check_run, run_identity, write_identity
+
+    if _evaluates_in_place(args, cfg):
+        return
+    model, defaults = _identity_inputs(args, cfg)
+    check_run(cfg.OUTPUT_DIR, cfg, model, defaults)
+    write_identity(cfg.OUTPUT_DIR, run_identity(cfg, model))
 
 
 def _run(args: argparse.Namespace, cfg, lock: OutputDirLock, notes: list[str]) -> int:
@@ -138,6 +249,7 @@ def _run(args: argparse.Namespace, cfg, lock: OutputDirLock, notes: list[str]) -
         elif trainer.get_model_names():
             raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
     lock.commit()
+    _claim_output_dir(args, cfg)
     sys.stdout.attach(os.path.join(cfg.OUTPUT_DIR, "log.txt"))
     if args.eval_only:
         trainer.test()

@@ -35,6 +35,7 @@ from anchoropt.engine.checkpoint import (
 from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.errors import CheckpointError, UserError
 from anchoropt.fileio import atomic_write_bytes
+from anchoropt.runs.identity import run_identity
 
 HISTORY_FILE = "train_history.jsonl"
 
@@ -207,6 +208,7 @@ class TrainerExtensions:
         self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None, model_name: str = ""
     ) -> None:
         rng_state = capture_rng_state()
+        fingerprint = run_identity(self.cfg)["fingerprint"]  # which run wrote it (anchoropt.runs.identity)
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             state = {
@@ -217,6 +219,7 @@ class TrainerExtensions:
                 "val_result": val_result,
                 "rng_state": rng_state,
                 "wall_time_s": self.total_wall_time_s(),
+                "run_fingerprint": fingerprint,
             }
             state.update(self.checkpoint_extras(name))
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
