@@ -34,7 +34,7 @@ def cfg_get(cfg: Any, dotted: str) -> Any:
 class ClipTrainer(TrainerX):
     """Base class of the CLIP prompt-learning trainers (both engines)."""
 
-    #: Config key holding this trainer's precision (fp32 / fp16 / amp); "" means fp32.
+    #: Config key holding this trainer's precision (fp32 / fp16 / bf16 / amp); "" means fp32.
     PREC_KEY = ""
 
     def __init__(self, cfg: Any) -> None:
@@ -62,7 +62,7 @@ class ClipTrainer(TrainerX):
         print(f"Loading CLIP (backbone: {source})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
         check_input_size(clip_model, cfg.INPUT.SIZE)
-        self.precision = Precision(self.prec, self.device)
+        self.precision = Precision(self.prec, self.device, half_on_cpu=cfg.MODEL.BACKBONE.HALF_ON_CPU)
         self.precision.apply(clip_model)
         return clip_model.to(self.device)
 
@@ -92,7 +92,7 @@ class ClipTrainer(TrainerX):
         scaler.update()
 
     def non_finite_loss_advice(self) -> str:
-        prec = self.precision.prec if self.precision else self.prec  # the precision in effect (fp16 is CUDA only)
+        prec = self.precision.prec if self.precision else self.prec  # in effect (half may have fallen back to fp32)
         return non_finite_loss_advice(self.PREC_KEY or "PREC", prec)
 
     def step_lr_if_epoch_done(self) -> None:
@@ -157,6 +157,7 @@ class ClipTrainer(TrainerX):
             num_samples=num_samples,
             wall_time_s=time.time() - self._created_at,
             extra=self.results_extras(),
+            precision=self.precision.describe() if self.precision else None,
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)

@@ -56,7 +56,9 @@ def build_record(
     num_samples: int,
     wall_time_s: float,
     extra: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
 ) -> dict:
+    """`precision`: the precision in effect (``Precision.describe()``), which may differ from the config's PREC."""
     record = {
         "schema": SCHEMA,
         "protocol": cfg.RUN.PROTOCOL,
@@ -67,6 +69,7 @@ def build_record(
         "num_shots": cfg.DATASET.NUM_SHOTS,
         "seed": cfg.SEED,
         "backbone": cfg.MODEL.BACKBONE.NAME,
+        "precision": dict(precision) if precision is not None else None,
         "config_name": config_name(cfg.RUN.CONFIG_FILE),
         "config_file": cfg.RUN.CONFIG_FILE,
         "dataset_config_file": cfg.RUN.DATASET_CONFIG_FILE,
