@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from anchoropt.backbone import Precision
+
 PATHS = ("ours", "reference")
 
 # Class names are drawn from these (real words and made-up ones) so their token counts vary as real
@@ -79,6 +81,12 @@ def pick_precision(name: str, device: torch.device) -> str:
     if name == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return name
+
+
+def make_precision(name: str, device: torch.device) -> Precision:
+    """The policy of a benchmark run. A half type named on the command line (``--prec fp16`` or ``bf16``)
+    is used on a CPU too: unlike a shipped config's PREC, it was asked for explicitly."""
+    return Precision(name, device, half_on_cpu=True)
 
 
 def synchronize(device: torch.device) -> None:
@@ -282,6 +290,7 @@ def case_main(measure: Callable[[dict, str, RunOptions], dict]) -> None:
     torch.manual_seed(opts.seed)
     result = measure(json.loads(args.case), args.path, opts)
     result["torch_threads"] = torch.get_num_threads()
+    result["precision"] = make_precision(opts.precision_name, opts.torch_device).describe()  # the one in effect
     with open(args.out, "w") as handle:
         json.dump(result, handle)
 

@@ -3,7 +3,9 @@ the reference really does the extra work it stands for, and the measuring helper
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -103,6 +105,29 @@ def test_measure_records_for_each_benchmark():
     assert bench_stage1.steps_per_epoch({"num_classes": 100, "shots": 16, "batch_size": 32}) == 50
 
 
+@pytest.mark.parametrize("method", ["coop", "maple"])
+def test_stage2_step_paths_agree_in_bf16_on_the_cpu(method):
+    """``--prec bf16``: the frozen CLIP in bf16 (on a CPU too: asked for explicitly), learned tensors fp32,
+    both paths computing the same losses to bf16's precision (unit roundoff 2^-8, a few roundings deep)."""
+    assert run_all.parse_args(["--prec", "bf16"]).prec == "bf16"
+    opts = dataclasses.replace(TINY, prec="bf16")
+    case = {"method": method, "num_classes": 5, "batch_size": 3}
+    losses = {}
+    for path in ("ours", "reference"):
+        step, setup, _ = bench_stage2_step.build_step(case, path, opts)
+        torch.manual_seed(5)
+        losses[path] = [step()["loss"] for _ in range(2)]
+        assert setup.model.logit_scale.dtype == torch.float32  # scalars and LayerNorms stay fp32
+        assert {p.dtype for p in setup.learner.parameters()} == {torch.float32}
+        frozen = {p.dtype for n, p in setup.model.named_parameters() if n.endswith(("c_fc.weight", "conv1.weight"))}
+        assert frozen == {torch.bfloat16}
+    assert all(math.isfinite(loss) for loss in losses["ours"]) and losses["ours"][0] != losses["ours"][1]
+    # Differently ordered (and truncated) computations: up to about 12 roundings of u = 2^-8 apart.
+    assert losses["ours"] == pytest.approx(losses["reference"], rel=12 * 2**-8)
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--prec", "bf32"])
+
+
 def test_one_case_runs_in_its_own_process():
     result = run_case_in_subprocess(
         bench_stage2_step.MODULE,
@@ -113,6 +138,7 @@ def test_one_case_runs_in_its_own_process():
     )
     assert "error" not in result, result
     assert result["path"] == "reference" and result["text_positions"] == 77 and result["median_s"] > 0
+    assert result["precision"]["used"] == "fp32" and result["precision"]["device"] == "cpu"
 
 
 def test_time_repeated_warmup_budget_and_long_iterations():

@@ -58,11 +58,26 @@ TRAINERS = {
 # Stage I with its image term too (the shipped configs leave it out), so its training also runs the image tower.
 TRAINER_OPTS = {"AnchorOPT_StageI": ("TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT", "1.0")}
 HALF_PRECS = ("fp16", "bf16", "amp")
-# The dtype the frozen matrix products run in: the stored weights' (fp16, bf16), or amp's CPU autocast type.
-COMPUTE_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.bfloat16}
 STORED_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
 # Unit roundoff u = 2^-p of each format (p = significand bits incl. the implicit one: fp16 11, bf16 8).
-UNIT_ROUNDOFF = {"fp16": 2.0**-11, "bf16": 2.0**-8, "amp": 2.0**-8}
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+# The CPU runs are the CI coverage; the same runs on CUDA are marked `cuda` (bench/cuda_precision_check.py runs them).
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=(pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ),
+]
+
+
+def compute_dtype(prec: str, device: str) -> torch.dtype:
+    """The dtype the frozen matrix products run in: the stored weights' (fp16, bf16), or amp's autocast type."""
+    if prec == "amp":
+        return torch.float16 if device == "cuda" else torch.bfloat16  # CPU autocast: bf16
+    return STORED_DTYPE[prec]
+
+
 EPOCHS = 1
 FAST = (
     "OPTIM.MAX_EPOCH",
@@ -77,7 +92,7 @@ MATRIX_WEIGHTS = ("in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.we
 MATRIX_TENSORS = ("text_projection", "visual.proj")
 
 
-def logit_tolerance(prec: str, layers: int, logit_scale: float) -> float:
+def logit_tolerance(dtype: torch.dtype, layers: int, logit_scale: float) -> float:
     """How far half-precision logits ``z = s·cos(f_image, f_text)`` may be from the fp32 ones.
 
     Each residual block rounds its activations about 15 times on the way to the features: the
@@ -86,7 +101,8 @@ def logit_tolerance(prec: str, layers: int, logit_scale: float) -> float:
     second residual add (11), plus the rounding of its four stored weight matrices; the embedding
     (patch convolution or token lookup plus positions) and the final LayerNorm and projection add
     about 4: S = 15·layers + 4 roundings of relative size <= u along the deepest path. Matrix
-    products accumulate in fp32 on the CPU, so a dot product costs one rounding whatever its width.
+    products accumulate in fp32 (CPU kernels, CUDA tensor cores), so a dot product costs one rounding
+    whatever its width.
     Independent rounding errors grow like sqrt(S)·u, not S·u (probabilistic rounding error
     analysis: Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019), so each normalised feature is off by
     at most about sqrt(S)·u; a cosine by at most the sum of its two features' errors; a logit by s
@@ -95,7 +111,7 @@ def logit_tolerance(prec: str, layers: int, logit_scale: float) -> float:
     while a model computing something else is off by the spread of the logits itself.
     DePT's fused logits add its head's ``W·f``, whose rows (norm < s, asserted) change less than s·cos.
     """
-    return logit_scale * 2 * math.sqrt(15 * layers + 4) * UNIT_ROUNDOFF[prec]
+    return logit_scale * 2 * math.sqrt(15 * layers + 4) * UNIT_ROUNDOFF[dtype]
 
 
 @dataclass
@@ -161,6 +177,7 @@ def learned_tensors(trainer) -> dict[str, torch.Tensor]:
 class HalfRun:
     trainer: str
     prec: str
+    device: str
     out: Path
     losses: list[float] = field(default_factory=list)
     products: list[Product] = field(default_factory=list)
@@ -175,11 +192,13 @@ class HalfRun:
     logits: torch.Tensor | None = None
 
 
-def half_args(env: TinyEnv, trainer: str, prec: str, out: Path, *opts: str) -> list[str]:
+def half_args(env: TinyEnv, trainer: str, prec: str, out: Path, *opts: str, device: str = "cpu") -> list[str]:
     return env.args(
         trainer,
         out,
         *FAST,
+        "USE_CUDA",
+        str(device == "cuda"),
         "MODEL.BACKBONE.HALF_ON_CPU",
         "True",
         TRAINERS[trainer],
@@ -191,10 +210,10 @@ def half_args(env: TinyEnv, trainer: str, prec: str, out: Path, *opts: str) -> l
     )
 
 
-def run_half(env: TinyEnv, trainer: str, prec: str) -> HalfRun:
-    """One watched train.py run of `trainer` in `prec`."""
+def run_half(env: TinyEnv, trainer: str, prec: str, device: str) -> HalfRun:
+    """One watched train.py run of `trainer` in `prec` on `device`."""
     cls = TRAINER_REGISTRY.get(trainer)
-    run = HalfRun(trainer, prec, env.root / f"{trainer}_{prec}")
+    run = HalfRun(trainer, prec, device, env.root / f"{trainer}_{prec}_{device}")
 
     def before(t, _):
         run.frozen_before, run.learned_before = frozen_tensors(t), learned_tensors(t)
@@ -225,7 +244,7 @@ def run_half(env: TinyEnv, trainer: str, prec: str) -> HalfRun:
         record_method(mp, cls, "before_train", before)
         mp.setattr(cls, "forward_backward", watched_step(cls.forward_backward))
         record_method(mp, cls, "after_train", after)
-        assert run_train(half_args(env, trainer, prec, run.out)) == 0
+        assert run_train(half_args(env, trainer, prec, run.out, device=device)) == 0
     return run
 
 
@@ -244,21 +263,23 @@ def fp32_trainers(env):
     """fp32 trainers built as train.py builds them (not trained), one per trainer, made when first needed."""
     built: dict = {}
 
-    def get(trainer: str):
-        if trainer not in built:
-            fp32 = build_trainer_from_args(half_args(env, trainer, "fp32", env.root / f"{trainer}_fp32"))
+    def get(trainer: str, device: str):
+        if (trainer, device) not in built:
+            out = env.root / f"{trainer}_fp32_{device}"
+            fp32 = build_trainer_from_args(half_args(env, trainer, "fp32", out, device=device))
             if hasattr(fp32, "trained_classnames"):  # what before_train sets: evaluate as after training
                 fp32.trained_classnames = list(fp32.classnames)
-            built[trainer] = fp32
-        return built[trainer]
+            built[trainer, device] = fp32
+        return built[trainer, device]
 
     return get
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("prec", HALF_PRECS)
 @pytest.mark.parametrize("trainer", list(TRAINERS))
-def test_half_precision_training_through_train_py(env, fp32_trainers, tiny_clip, trainer, prec):  # noqa: F811
-    run = run_half(env, trainer, prec)
+def test_half_precision_training_through_train_py(env, fp32_trainers, tiny_clip, trainer, prec, device):  # noqa: F811
+    run = run_half(env, trainer, prec, device)
     half = STORED_DTYPE[prec]
 
     # Training ran and its losses are finite.
@@ -275,7 +296,7 @@ def test_half_precision_training_through_train_py(env, fp32_trainers, tiny_clip,
     assert [k for k in run.frozen_before if not torch.equal(run.frozen_before[k], run.frozen_after[k])] == []
 
     # Every product with a frozen weight ran in the half type, on the stored weight itself, in both towers.
-    compute = COMPUTE_DTYPE[prec]
+    compute = compute_dtype(prec, device)
     wrong = [p for p in run.products if p.output_dtype != compute or p.weight_dtype != half]
     assert wrong == [], wrong[:5]
     if prec != "amp":  # without autocast the activations entering the frozen layers are in the half type too
@@ -299,14 +320,15 @@ def test_half_precision_training_through_train_py(env, fp32_trainers, tiny_clip,
         assert anchor.dtype == torch.float32
 
     # Logits: within the format's rounding-error tolerance of an fp32 model with the same learned tensors.
-    fp32 = fp32_trainers(trainer)
+    fp32 = fp32_trainers(trainer, device)
     fp32.model.prompt_learner.load_state_dict(run.state)
     reference = evaluation_logits(fp32, run.images)
     scale = float(tiny_clip.logit_scale.exp())
     assert run.head_row_norm < scale
     layers = max(CLIP_SPECS["tiny"]["transformer_layers"], CLIP_SPECS["tiny"]["vision_layers"])
     error = float((run.logits - reference).abs().max())
-    assert error <= logit_tolerance(prec, layers, scale), (error, logit_tolerance(prec, layers, scale))
+    tolerance = logit_tolerance(compute, layers, scale)
+    assert error <= tolerance, (error, tolerance)
     assert error > 0  # computed in the half type, not silently in fp32
 
     # results.json says what ran.
@@ -315,15 +337,16 @@ def test_half_precision_training_through_train_py(env, fp32_trainers, tiny_clip,
         "requested": prec,
         "used": prec,
         "frozen_weights": str(half).removeprefix("torch."),
-        "autocast": "bfloat16" if prec == "amp" else None,
-        "loss_scaling": False,  # no scaler on the CPU; fp16 weights train fp32 parameters, bf16 needs none
-        "device": "cpu",
+        "autocast": str(compute).removeprefix("torch.") if prec == "amp" else None,
+        # Only amp's fp16 autocast (CUDA) scales the loss: fp16 weights train fp32 parameters, bf16 needs none.
+        "loss_scaling": prec == "amp" and device == "cuda",
+        "device": device,
     }
 
 
 def test_half_precision_on_the_cpu_needs_the_key_and_results_record_the_fallback(env):
     out = env.root / "fallback"
-    assert run_train(env.args("CoOp", out, *FAST, "TRAINER.COOP.PREC", "fp16")) == 0  # no HALF_ON_CPU: fp32
+    assert run_train(env.args("CoOp", out, *FAST, "USE_CUDA", "False", "TRAINER.COOP.PREC", "fp16")) == 0  # fp32
     precision = read_results(out)["precision"]
     assert (precision["requested"], precision["used"], precision["frozen_weights"]) == ("fp16", "fp32", "float32")
 
@@ -357,6 +380,6 @@ def test_an_fp16_overflow_stops_training_with_its_epoch_batch_and_advice(env, ca
     assert not (out / "results.json").exists()
     with torch.no_grad():
         half_features = seen["model"].image_encoder(seen["image"])
-        fp32_model = build_trainer_from_args(env.args("CoOp", env.root / "overflow_fp32", *FAST)).model
+        fp32_model = build_trainer_from_args(half_args(env, "CoOp", "fp32", env.root / "overflow_fp32")).model
         fp32_features = fp32_model.image_encoder(seen["image"])
     assert not torch.isfinite(half_features).all() and torch.isfinite(fp32_features).all()
