@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
 
 import pytest
 import torch
@@ -230,3 +231,49 @@ def test_a_disturbed_cpu_measurement_is_taken_again(monkeypatch):
     assert kept["median_s"] == 10.0 and not kept["disturbed"] and kept["first_attempt"]["median_s"] == 20.0
     attempts = iter([result(20.0, 20.0)])
     assert run_all.measure_path("m", {}, "ours", TINY, 10, check_cpu=False)["median_s"] == 20.0  # e.g. on CUDA
+
+
+def test_cuda_precision_check_collects_the_cuda_tests_and_both_benchmarks(monkeypatch, tmp_path, capsys):
+    """bench/cuda_precision_check.py without a GPU: a one-line error; with one (its child processes faked
+    here: pytest's JUnit file, run_all's report), one JSON of test outcomes and both precisions' records."""
+    from bench import cuda_precision_check as check
+
+    output = tmp_path / "check.json"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check.main(["--output", str(output)]) == 2
+    assert capsys.readouterr().err.startswith("error: no CUDA device") and not output.exists()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(check, "machine_description", lambda device: {"device": str(device)})
+    fallback = {"bf16": "bf16"}  # what each benchmark process reports as used
+
+    def fake_run(cmd, **kwargs):
+        if "pytest" in cmd:
+            xml = next(a for a in cmd if a.startswith("--junitxml=")).split("=", 1)[1]
+            with open(xml, "w") as handle:
+                handle.write(
+                    '<testsuites><testsuite><testcase classname="tests.test_precision" name="a[cuda]" time="1.5"/>'
+                    '<testcase classname="tests.test_precision" name="b[cuda]" time="2"/></testsuite></testsuites>'
+                )
+        elif "bench.run_all" in cmd:
+            prec = cmd[cmd.index("--prec") + 1]
+            used = {"used": fallback.get(prec, prec)}
+            record = {"ours": {"precision": used}, "reference": {"precision": used}, "ratio": 2.0}
+            with open(cmd[cmd.index("--output") + 1], "w") as handle:
+                json.dump({"records": [record]}, handle)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    assert check.main(["--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["ok"] and result["tests"]["counts"] == {"passed": 2, "failed": 0, "error": 0, "skipped": 0}
+    assert [c["test"] for c in result["tests"]["cases"]] == [
+        "tests.test_precision::a[cuda]",
+        "tests.test_precision::b[cuda]",
+    ]
+    assert {p: b["precision_used"] for p, b in result["benchmarks"].items()} == {"fp16": ["fp16"], "bf16": ["bf16"]}
+    assert "--quick" in result["benchmarks"]["fp16"]["command"] and result["benchmarks"]["bf16"]["report"]["records"]
+    fallback["bf16"] = "fp32"  # a GPU without bf16 falls back: the check fails rather than report fp32 as bf16
+    assert check.main(["--output", str(output)]) == 1
+    assert not json.loads(output.read_text())["benchmarks"]["bf16"]["ok"]
