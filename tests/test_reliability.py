@@ -425,6 +425,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_the_checkpoint_sta
             "TRAINER.COOP.PREC is fp16, whose narrow range is the usual cause: rerun with TRAINER.COOP.PREC fp32 "
             "(or amp)",
         ),
+        ("bf16", "TRAINER.COOP.PREC is bf16 (fp32's range, fewer digits): rerun with TRAINER.COOP.PREC fp32"),
         ("amp", "TRAINER.COOP.PREC is amp: rerun with TRAINER.COOP.PREC fp32"),
         ("fp32", "TRAINER.COOP.PREC is already fp32"),
     ],
