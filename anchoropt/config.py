@@ -30,6 +30,8 @@ def add_project_keys(cfg: CN) -> None:
     # does silently (its images differ from the published protocol's, so results are not comparable).
     cfg.DATASET.RANDOM_SPLIT_IF_MISSING = False
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file (JIT archive or state dict); overrides NAME lookup
+    # PREC fp16/bf16 store the frozen CLIP in half precision on CUDA; on a CPU (slower there) only when this is True.
+    cfg.MODEL.BACKBONE.HALF_ON_CPU = False
     # Provenance recorded in each results file (train.py and the protocol scripts fill these in).
     cfg.RUN = CN()
     cfg.RUN.CONFIG_FILE = ""

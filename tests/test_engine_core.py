@@ -120,7 +120,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def _python(code, engine):
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(engine), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(engine), capture_output=True, text=True, timeout=300
     )
 
 

@@ -428,6 +428,7 @@ def test_non_finite_loss_stops_with_epoch_step_and_advice_and_the_checkpoint_sta
             "TRAINER.COOP.PREC is fp16, whose narrow range is the usual cause: rerun with TRAINER.COOP.PREC fp32 "
             "(or amp)",
         ),
+        ("bf16", "TRAINER.COOP.PREC is bf16 (fp32's range, fewer digits): rerun with TRAINER.COOP.PREC fp32"),
         ("amp", "TRAINER.COOP.PREC is amp: rerun with TRAINER.COOP.PREC fp32"),
         ("fp32", "TRAINER.COOP.PREC is already fp32"),
     ],
@@ -620,21 +621,22 @@ def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alo
         env=subprocess_env(ENGINE_HERE, **{PAUSE_ENV: "1,2", PAUSE_DIR_ENV: str(barrier)}),
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not (barrier / PAUSED_FILE).exists():  # the first job is mid-epoch, holding the lock
             assert first.poll() is None, first.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the first job never reached its pause"
             time.sleep(0.05)
         before = snapshot(out)
         assert "log.txt" in before and f"{MODEL}/checkpoint" not in before
-        second = run_train_subprocess(args, engine=ENGINE_HERE, timeout=120)
+        # The timeouts here only guard against a hang; the first job waits (PAUSE_LIMIT_S) well beyond them.
+        second = run_train_subprocess(args, engine=ENGINE_HERE, timeout=300)
         assert second.returncode == 2
         assert_one_line_error(
             second.stderr, f"Another job (pid {first.pid} on ", f"is writing to {out}", "choose another --output-dir"
         )
         assert snapshot(out) == before  # no log, checkpoint or results file of the second job, nothing changed
         (barrier / GO_FILE).touch()
-        _, first_err = first.communicate(timeout=120)
+        _, first_err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()

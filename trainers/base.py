@@ -40,7 +40,7 @@ class ClipTrainer(FrozenImageFeatures, TrainerX):
     read test features from the on-disk cache (see `trainers.frozen_features`).
     """
 
-    #: Config key holding this trainer's precision (fp32 / fp16 / amp); "" means fp32.
+    #: Config key holding this trainer's precision (fp32 / fp16 / bf16 / amp); "" means fp32.
     PREC_KEY = ""
 
     def __init__(self, cfg: Any) -> None:
@@ -69,7 +69,7 @@ class ClipTrainer(FrozenImageFeatures, TrainerX):
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
         self.backbone_identity = loaded_backbone_identity(clip_model)
         check_input_size(clip_model, cfg.INPUT.SIZE)
-        self.precision = Precision(self.prec, self.device)
+        self.precision = Precision(self.prec, self.device, half_on_cpu=cfg.MODEL.BACKBONE.HALF_ON_CPU)
         self.precision.apply(clip_model)
         return clip_model.to(self.device)
 
@@ -99,7 +99,7 @@ class ClipTrainer(FrozenImageFeatures, TrainerX):
         scaler.update()
 
     def non_finite_loss_advice(self) -> str:
-        prec = self.precision.prec if self.precision else self.prec  # the precision in effect (fp16 is CUDA only)
+        prec = self.precision.prec if self.precision else self.prec  # in effect (half may have fallen back to fp32)
         return non_finite_loss_advice(self.PREC_KEY or "PREC", prec)
 
     def step_lr_if_epoch_done(self) -> None:
@@ -169,6 +169,7 @@ class ClipTrainer(FrozenImageFeatures, TrainerX):
             num_classes=self.num_classes,
             num_samples=num_samples,
             wall_time_s=self.total_wall_time_s(),  # across resumes
+            precision=self.precision.describe() if self.precision else None,
             extra={"shots": getattr(self, "shots", None), **self.backbone_record(), **self.results_extras()},
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))

@@ -58,7 +58,9 @@ def build_record(
     num_samples: int,
     wall_time_s: float,
     extra: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
 ) -> dict:
+    """`precision`: the precision in effect (``Precision.describe()``), which may differ from the config's PREC."""
     identity = _run_identity(cfg)
     record = {
         "schema": SCHEMA,
@@ -70,6 +72,7 @@ def build_record(
         "num_shots": cfg.DATASET.NUM_SHOTS,
         "seed": cfg.SEED,
         "backbone": cfg.MODEL.BACKBONE.NAME,
+        "precision": dict(precision) if precision is not None else None,
         "config_name": config_name(cfg.RUN.CONFIG_FILE),
         "config_file": cfg.RUN.CONFIG_FILE,
         "dataset_config_file": cfg.RUN.DATASET_CONFIG_FILE,
