@@ -30,11 +30,18 @@ def add_project_keys(cfg: CN) -> None:
     # does silently (its images differ from the published protocol's, so results are not comparable).
     cfg.DATASET.RANDOM_SPLIT_IF_MISSING = False
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file (JIT archive or state dict); overrides NAME lookup
+    # PREC fp16/bf16 store the frozen CLIP in half precision on CUDA; on a CPU (slower there) only when this is True.
+    cfg.MODEL.BACKBONE.HALF_ON_CPU = False
     # Provenance recorded in each results file (train.py and the protocol scripts fill these in).
     cfg.RUN = CN()
     cfg.RUN.CONFIG_FILE = ""
     cfg.RUN.DATASET_CONFIG_FILE = ""
     cfg.RUN.PROTOCOL = ""  # base2new / cross_dataset / domain_generalization
+    # Frozen image features (anchoropt/features, trainers/frozen_features.py).
+    cfg.FEATURE_CACHE = CN()
+    cfg.FEATURE_CACHE.ENABLED = True  # evaluation: test features of a frozen image encoder cached on disk
+    cfg.FEATURE_CACHE.DIR = ""  # "" = $ANCHOROPT_FEATURE_CACHE, else ~/.cache/anchoropt/features
+    cfg.FEATURE_CACHE.TRAIN_VIEWS = 0  # K > 0: K augmented views per training image encoded once (opt-in)
 
 
 def get_default_config() -> CN:

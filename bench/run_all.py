@@ -20,6 +20,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from anchoropt.backbone.precision import PRECISIONS
 from bench import bench_eval, bench_stage1, bench_stage2_step
 from bench.common import (
     RunOptions,
@@ -166,7 +167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small cases, one repetition: a smoke run")
     parser.add_argument("--only", nargs="+", choices=list(BENCHES), help="run only these benchmarks")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--prec", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or amp")
+    parser.add_argument(
+        "--prec",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="auto (fp16 on CUDA, fp32 on CPU); fp16 and bf16 store the frozen CLIP in that type (on a CPU too)",
+    )
     parser.add_argument("--spec", default="ViT-B/16", help="CLIP architecture (random weights)")
     parser.add_argument("--warmup", type=int, help="warm-up iterations per measurement (default 1; quick 0)")
     parser.add_argument("--reps", type=int, help="repetitions per measurement, median reported (default 3; quick 1)")

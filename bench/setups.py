@@ -20,6 +20,7 @@ from anchoropt.models.coop import PromptedCLIP
 from anchoropt.models.coop_anchoropt import CoOpAnchorOPTCLIP
 from anchoropt.models.maple_anchoropt import MaPLeAnchorOPTCLIP, MaPLeAnchorOPTPromptLearner
 from anchoropt.models.stage2_base import AnchorOPTPromptLearner
+from bench.common import make_precision
 from trainers.anchoropt_stage1 import StageISettings
 from trainers.anchoropt_stage2 import StageIISettings
 
@@ -33,7 +34,7 @@ MAPLE_DEPTH = 9
 def load_random_clip(spec: str, device: torch.device, prec: str, seed: int = 0) -> tuple[CLIP, Precision]:
     """A random CLIP of architecture `spec`, converted to `prec` and moved to `device` (as `ClipTrainer.load_clip`)."""
     clip_model = build_random_clip(spec, seed=seed)
-    precision = Precision(prec, device)
+    precision = make_precision(prec, device)
     precision.apply(clip_model)
     return clip_model.to(device), precision
 

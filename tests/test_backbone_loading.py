@@ -11,11 +11,11 @@ import zipfile
 import clip
 import pytest
 import torch
-from clip.model import CLIP
+from clip.model import CLIP, convert_weights
 
 from anchoropt.backbone import loading, precision
 from anchoropt.backbone.loading import check_input_size, load_clip, model_dims
-from anchoropt.backbone.precision import Precision
+from anchoropt.backbone.precision import Precision, convert_matrix_weights
 from anchoropt.backbone.random_clip import CLIP_SPECS, build_random_clip, save_clip_state_dict
 from anchoropt.backbone.text_encoder import TextEncoder
 from anchoropt.errors import CheckpointError, ConfigError
@@ -273,17 +273,32 @@ def fresh_warnings(monkeypatch):
     monkeypatch.setattr(precision, "_warned", set())
 
 
-def test_fp16_on_cpu_falls_back_to_fp32_with_one_warning(fresh_warnings):
+@pytest.mark.parametrize("prec", ["fp16", "bf16"])
+def test_half_on_cpu_falls_back_to_fp32_with_one_warning(fresh_warnings, prec):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = Precision("fp16", "cpu")
-        second = Precision("fp16", "cpu")
-    assert [str(w.message) for w in caught if "fp16" in str(w.message)] == [
-        "PREC=fp16 needs a CUDA device; running in fp32 on cpu"
+        first = Precision(prec, "cpu")
+        second = Precision(prec, "cpu")
+    assert [str(w.message) for w in caught if prec in str(w.message)] == [
+        f"PREC={prec} needs a CUDA device; running in fp32 on cpu (MODEL.BACKBONE.HALF_ON_CPU True runs it in {prec} "
+        "there)"
     ]
     for policy in (first, second):
-        assert policy.prec == "fp32" and policy.requested == "fp16"
+        assert policy.prec == "fp32" and policy.requested == prec
         assert policy.model_dtype == torch.float32 and policy.scaler is None
+        assert policy.describe()["used"] == "fp32"
+
+
+@pytest.mark.parametrize("prec, dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_on_cpu_when_asked(fresh_warnings, tiny_clip, prec, dtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: no fallback warning
+        policy = Precision(prec, "cpu", half_on_cpu=True)
+    assert (policy.prec, policy.model_dtype, policy.scaler, policy.autocast_dtype) == (prec, dtype, None, None)
+    model = policy.apply(copy.deepcopy(tiny_clip))
+    assert model.visual.conv1.weight.dtype == model.visual.proj.dtype == dtype
+    assert model.transformer.resblocks[0].mlp.c_fc.weight.dtype == dtype
+    assert model.ln_final.weight.dtype == model.token_embedding.weight.dtype == torch.float32
 
 
 def test_fp32_has_no_autocast():
@@ -304,6 +319,30 @@ def test_amp_on_cpu_autocasts_to_bf16():
 def test_bad_prec():
     with pytest.raises(ConfigError, match="PREC='bf32'"):
         Precision("bf32", "cpu")
+
+
+def test_matrix_weights_are_those_clip_converts_to_fp16(tiny_clip):
+    ours, clips = copy.deepcopy(tiny_clip), copy.deepcopy(tiny_clip)
+    convert_matrix_weights(ours, torch.bfloat16)
+    convert_weights(clips)
+    half = {torch.float16: torch.bfloat16, torch.float32: torch.float32}
+    assert {k: v.dtype for k, v in ours.state_dict().items()} == {
+        k: half[v.dtype] for k, v in clips.state_dict().items()
+    }
+
+
+def test_bf16_on_cuda_needs_no_scaler_and_falls_back_where_unsupported(fresh_warnings, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    policy = Precision("bf16", "cuda")  # no CUDA needed to build the policy
+    assert (policy.prec, policy.model_dtype, policy.scaler, policy.autocast_dtype) == (
+        "bf16",
+        torch.bfloat16,
+        None,
+        None,
+    )
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)  # pre-Ampere
+    with pytest.warns(UserWarning, match="PREC=bf16 is not supported by this GPU; running in fp32"):
+        assert Precision("bf16", "cuda").model_dtype == torch.float32
 
 
 def test_fp16_policy_converts_clip_weights(tiny_clip):
@@ -340,6 +379,7 @@ def test_backward_and_step(prec):
     assert torch.allclose(weight.detach(), torch.tensor([0.0, -1.0, -2.0]))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_amp_on_cuda_uses_a_grad_scaler():
     policy = Precision("amp", "cuda")

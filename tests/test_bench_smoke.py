@@ -3,13 +3,17 @@ the reference really does the extra work it stands for, and the measuring helper
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import subprocess
 
 import pytest
 import torch
 
 from anchoropt.prompts.layout import encode_words
 from bench import bench_eval, bench_stage1, bench_stage2_step, run_all
+from bench import common as bench_common
 from bench.common import (
     PeakMemory,
     RunOptions,
@@ -102,16 +106,41 @@ def test_measure_records_for_each_benchmark():
     assert bench_stage1.steps_per_epoch({"num_classes": 100, "shots": 16, "batch_size": 32}) == 50
 
 
+@pytest.mark.parametrize("method", ["coop", "maple"])
+def test_stage2_step_paths_agree_in_bf16_on_the_cpu(method):
+    """``--prec bf16``: the frozen CLIP in bf16 (on a CPU too: asked for explicitly), learned tensors fp32,
+    both paths computing the same losses to bf16's precision (unit roundoff 2^-8, a few roundings deep)."""
+    assert run_all.parse_args(["--prec", "bf16"]).prec == "bf16"
+    opts = dataclasses.replace(TINY, prec="bf16")
+    case = {"method": method, "num_classes": 5, "batch_size": 3}
+    losses = {}
+    for path in ("ours", "reference"):
+        step, setup, _ = bench_stage2_step.build_step(case, path, opts)
+        torch.manual_seed(5)
+        losses[path] = [step()["loss"] for _ in range(2)]
+        assert setup.model.logit_scale.dtype == torch.float32  # scalars and LayerNorms stay fp32
+        assert {p.dtype for p in setup.learner.parameters()} == {torch.float32}
+        frozen = {p.dtype for n, p in setup.model.named_parameters() if n.endswith(("c_fc.weight", "conv1.weight"))}
+        assert frozen == {torch.bfloat16}
+    assert all(math.isfinite(loss) for loss in losses["ours"]) and losses["ours"][0] != losses["ours"][1]
+    # Differently ordered (and truncated) computations: up to about 12 roundings of u = 2^-8 apart.
+    assert losses["ours"] == pytest.approx(losses["reference"], rel=12 * 2**-8)
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--prec", "bf32"])
+
+
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_one_case_runs_in_its_own_process():
     result = run_case_in_subprocess(
         bench_stage2_step.MODULE,
         {"method": "coop", "num_classes": 3, "batch_size": 2},
         "reference",
         TINY,
-        timeout_s=120,
+        timeout_s=600,  # a guard against a hung child, not a speed check: generous for a loaded machine
     )
     assert "error" not in result, result
     assert result["path"] == "reference" and result["text_positions"] == 77 and result["median_s"] > 0
+    assert result["precision"]["used"] == "fp32" and result["precision"]["device"] == "cpu"
 
 
 def test_time_repeated_warmup_budget_and_long_iterations():
@@ -132,6 +161,19 @@ def test_peak_memory_sees_a_large_allocation():
     peak = memory.read()
     del block
     assert peak - memory.baseline >= 60 * 2**20
+
+
+def test_peak_memory_is_never_below_its_baseline(monkeypatch):
+    # The kernel folds per-thread RSS counts in lazily: VmHWM just after a reset can read below the
+    # VmRSS taken after it (issue 23). Simulate that reading; the peak must still cover the baseline.
+    status = {"VmRSS": 1_030_508, "VmHWM": 1_030_272}  # KiB: the 59-page gap of the failed CI run
+    monkeypatch.setattr(bench_common, "_proc_status_kib", lambda name: status[name])
+    memory = PeakMemory(torch.device("cpu"))
+    memory.reset()
+    assert memory.baseline == 1_030_508 * 1024
+    assert memory.read() == memory.baseline
+    status["VmHWM"] = 1_040_000  # a real rise above the baseline is reported as such
+    assert memory.read() == 1_040_000 * 1024
 
 
 def test_synthetic_classnames_are_distinct_reproducible_and_vary_in_length():
@@ -190,3 +232,49 @@ def test_a_disturbed_cpu_measurement_is_taken_again(monkeypatch):
     assert kept["median_s"] == 10.0 and not kept["disturbed"] and kept["first_attempt"]["median_s"] == 20.0
     attempts = iter([result(20.0, 20.0)])
     assert run_all.measure_path("m", {}, "ours", TINY, 10, check_cpu=False)["median_s"] == 20.0  # e.g. on CUDA
+
+
+def test_cuda_precision_check_collects_the_cuda_tests_and_both_benchmarks(monkeypatch, tmp_path, capsys):
+    """bench/cuda_precision_check.py without a GPU: a one-line error; with one (its child processes faked
+    here: pytest's JUnit file, run_all's report), one JSON of test outcomes and both precisions' records."""
+    from bench import cuda_precision_check as check
+
+    output = tmp_path / "check.json"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check.main(["--output", str(output)]) == 2
+    assert capsys.readouterr().err.startswith("error: no CUDA device") and not output.exists()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(check, "machine_description", lambda device: {"device": str(device)})
+    fallback = {"bf16": "bf16"}  # what each benchmark process reports as used
+
+    def fake_run(cmd, **kwargs):
+        if "pytest" in cmd:
+            xml = next(a for a in cmd if a.startswith("--junitxml=")).split("=", 1)[1]
+            with open(xml, "w") as handle:
+                handle.write(
+                    '<testsuites><testsuite><testcase classname="tests.test_precision" name="a[cuda]" time="1.5"/>'
+                    '<testcase classname="tests.test_precision" name="b[cuda]" time="2"/></testsuite></testsuites>'
+                )
+        elif "bench.run_all" in cmd:
+            prec = cmd[cmd.index("--prec") + 1]
+            used = {"used": fallback.get(prec, prec)}
+            record = {"ours": {"precision": used}, "reference": {"precision": used}, "ratio": 2.0}
+            with open(cmd[cmd.index("--output") + 1], "w") as handle:
+                json.dump({"records": [record]}, handle)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(check.subprocess, "run", fake_run)
+    assert check.main(["--output", str(output)]) == 0
+    result = json.loads(output.read_text())
+    assert result["ok"] and result["tests"]["counts"] == {"passed": 2, "failed": 0, "error": 0, "skipped": 0}
+    assert [c["test"] for c in result["tests"]["cases"]] == [
+        "tests.test_precision::a[cuda]",
+        "tests.test_precision::b[cuda]",
+    ]
+    assert {p: b["precision_used"] for p, b in result["benchmarks"].items()} == {"fp16": ["fp16"], "bf16": ["bf16"]}
+    assert "--quick" in result["benchmarks"]["fp16"]["command"] and result["benchmarks"]["bf16"]["report"]["records"]
+    fallback["bf16"] = "fp32"  # a GPU without bf16 falls back: the check fails rather than report fp32 as bf16
+    assert check.main(["--output", str(output)]) == 1
+    assert not json.loads(output.read_text())["benchmarks"]["bf16"]["ok"]

@@ -325,6 +325,7 @@ def run_args(data_root, clip_file, out, *extra, flags=()):
     ]
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer, deep_clip_file, tmp_path, monkeypatch):
     info = dataset_writer("Caltech101")
     n_base = math.ceil(info.num_classes / 2)

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -69,7 +68,8 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_second_job_on_same_output_dir_is_refused(tmp_path):
-    with OutputDirLock(str(tmp_path)):
+    with OutputDirLock(str(tmp_path)) as lock:
+        lock.commit()
         with pytest.raises(OutputDirBusy, match=f"pid {os.getpid()}"):
             OutputDirLock(str(tmp_path)).acquire()
     OutputDirLock(str(tmp_path)).acquire().release()  # free again once released
@@ -78,7 +78,8 @@ def test_second_job_on_same_output_dir_is_refused(tmp_path):
 def test_lock_of_a_killed_job_does_not_block(tmp_path):
     code = (
         "import sys, time; from anchoropt.cli.output_lock import OutputDirLock; "
-        f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
+        f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); lock.commit(); print('locked', flush=True); "
+        "time.sleep(600)"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, text=True
@@ -89,6 +90,5 @@ def test_lock_of_a_killed_job_does_not_block(tmp_path):
             OutputDirLock(str(tmp_path)).acquire()
     finally:
         holder.kill()
-        holder.wait()
-    time.sleep(0.1)
+        holder.wait()  # returns once the process is gone, so the kernel has already dropped its flock
     OutputDirLock(str(tmp_path)).acquire().release()

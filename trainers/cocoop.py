@@ -15,7 +15,7 @@ def add_cocoop_config(cfg) -> None:
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16  # number of context vectors (ignored when CTX_INIT gives the words)
     cfg.TRAINER.COCOOP.CTX_INIT = ""  # initialisation words, e.g. "a photo of a"
-    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COCOOP.PREC = "fp16"  # fp16, bf16, fp32, amp
 
 
 @TRAINER_REGISTRY.register()
@@ -24,6 +24,7 @@ class CoCoOp(ClipTrainer):
     evaluation encodes them for every batch: there are no class features to cache."""
 
     PREC_KEY = "TRAINER.COCOOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.COCOOP

@@ -16,13 +16,14 @@ def add_coop_config(cfg) -> None:
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""  # initialisation words, e.g. "a photo of a"
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, bf16, fp32, amp
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
 
 
 @TRAINER_REGISTRY.register()
 class CoOp(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.COOP

@@ -29,6 +29,7 @@ from trainers.dept import EXTRAS_KEY, DePTHeadTrainer
 @TRAINER_REGISTRY.register()
 class DePT_AnchorOPT(DePTHeadTrainer, AnchorOPTStageII, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     _head_columns: torch.Tensor | None = None
     _last_columns: torch.Tensor | None = None

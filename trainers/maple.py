@@ -15,7 +15,7 @@ def add_maple_config(cfg) -> None:
     cfg.TRAINER.MAPLE = CN()
     cfg.TRAINER.MAPLE.N_CTX = 2  # context tokens (learned from the first N_CTX words of CTX_INIT)
     cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # initialisation words; the words past N_CTX stay fixed text
-    cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.MAPLE.PREC = "fp16"  # fp16, bf16, fp32, amp
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts (1 = input layer only); max = transformer layers
 
 

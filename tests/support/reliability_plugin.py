@@ -21,7 +21,9 @@ PAUSE_ENV = "RELIABILITY_PAUSE_AT"
 PAUSE_DIR_ENV = "RELIABILITY_PAUSE_DIR"
 PAUSED_FILE = "paused"
 GO_FILE = "go"
-PAUSE_LIMIT_S = 120.0
+# Longer than any step a test takes while the job waits (tests bound those with smaller timeouts), so
+# on a loaded machine the job never resumes on its own mid-check; the limit only frees an orphan.
+PAUSE_LIMIT_S = 900.0
 
 
 def _step(value: str) -> tuple[int, int] | None:
