@@ -20,7 +20,7 @@ AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AO_SCRIPT="$(basename "$(dirname "$0")")/$(basename "$0")"
 PYTHON=${PYTHON:-python}
 # What the user set (repeated in the hints that name another script).
-AO_GIVEN_CFG=${CFG:-} AO_GIVEN_SHOTS=${SHOTS:-} AO_GIVEN_OUTPUT=${OUTPUT:-}
+AO_GIVEN_CFG=${CFG:-} AO_GIVEN_SHOTS=${SHOTS:-} AO_GIVEN_OUTPUT=${OUTPUT:-} AO_GIVEN_STAGE1_CFG=${STAGE1_CFG:-}
 # The scripts run this checkout's code, whatever the current directory.
 export PYTHONPATH="$AO_REPO${PYTHONPATH:+:$PYTHONPATH}"
 OUTPUT=${OUTPUT:-$AO_REPO/output}
@@ -85,7 +85,7 @@ ao_same_settings() {
   [ -z "$AO_GIVEN_CFG" ] || words+=("CFG=$CFG")
   [ -z "$AO_GIVEN_SHOTS" ] || words+=("SHOTS=$SHOTS")
   [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
-  [ "$STAGE1_CFG" = vit_b16 ] || words+=("STAGE1_CFG=$STAGE1_CFG")
+  [ -z "$AO_GIVEN_STAGE1_CFG" ] || words+=("STAGE1_CFG=$STAGE1_CFG")
   [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
   words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
   local line

@@ -444,8 +444,8 @@ def test_non_finite_loss_advice_follows_the_precision_in_effect(prec, advice):
 def test_sigkill_mid_epoch_then_the_same_command_resumes_and_ends_like_an_uninterrupted_run(runs):
     assert runs.killed.returncode == -signal.SIGKILL, runs.killed.stderr[-2000:]
     assert runs.epochs_recorded_at_kill == [1]  # killed inside epoch 2
-    killed_log = (runs.out / "log.txt").read_text().split("another run in this folder")[0]  # the resume appends
-    assert killed_log.rstrip().splitlines()[-2].startswith("epoch [2/3] batch [1/3]")
+    killed_log = (runs.out / "log.txt").read_text().split("\n===== ")[0]  # the resumed run appends after it
+    assert killed_log.rstrip().splitlines()[-1].startswith("epoch [2/3] batch [1/3]")
     assert runs.left_by_kill == ["checkpoint", "model.pth.tar-1"]  # the resume point of epoch 1, nothing half-written
     assert runs.resumed.returncode == 0, runs.resumed.stderr[-2000:]
     assert "will resume training" in runs.resumed.stdout and "Previous epoch: 1" in runs.resumed.stdout
