@@ -35,6 +35,7 @@ setup(
             "anchoropt-descriptions-generate=anchoropt.cli.descriptions:generate_main",
             "anchoropt-results=anchoropt.cli.results:console_main",
             "anchoropt-positions=anchoropt.cli.positions:console_main",
+            "anchoropt-feature-cache=anchoropt.cli.feature_cache:console_main",
         ],
     },
 )

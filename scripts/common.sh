@@ -6,7 +6,9 @@
 #   TRAINER  trainer (default CoOp_AnchorOPT)
 #   CFG      shared trainer config name: configs/trainers/$TRAINER/$CFG.yaml (default: per trainer, below)
 #   SHOTS    shots per class (default 16; DATASET.NUM_SHOTS in the extra options wins)
-#   STAGE1_CFG   Stage I config name: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml (default vit_b16)
+#   STAGE1_CFG   Stage I recipe: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml, layered last after vit_b16.yaml
+#                and the per-dataset file: released (default; the released anchors' settings, image CE included)
+#                or mse_only (the paper's text and the public script: MSE weight 1, 20 epochs, no image term)
 #   STAGE1_OPTS  extra KEY VALUE options for Stage I only (e.g. "OPTIM.MAX_EPOCH 1")
 #   PYTHON   the interpreter (default: python)
 #   DRY_RUN  1: print the train.py commands instead of running them
@@ -17,13 +19,16 @@ set -euo pipefail
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AO_SCRIPT="$(basename "$(dirname "$0")")/$(basename "$0")"
 PYTHON=${PYTHON:-python}
+# What the user set (repeated in the hints that name another script).
+AO_GIVEN_CFG=${CFG:-} AO_GIVEN_SHOTS=${SHOTS:-} AO_GIVEN_OUTPUT=${OUTPUT:-}
 # The scripts run this checkout's code, whatever the current directory.
 export PYTHONPATH="$AO_REPO${PYTHONPATH:+:$PYTHONPATH}"
 OUTPUT=${OUTPUT:-$AO_REPO/output}
 TRAINER=${TRAINER:-CoOp_AnchorOPT}
 SHOTS=${SHOTS:-16}
 STAGE1_TRAINER=AnchorOPT_StageI
-STAGE1_CFG=${STAGE1_CFG:-vit_b16}
+STAGE1_CFG=${STAGE1_CFG:-released}
+STAGE1_SHARED_CFG=vit_b16
 STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
 OVERWRITE=${OVERWRITE:-0}
@@ -57,6 +62,37 @@ ao_require_data() {
   [ -d "$DATA" ] || ao_die "DATA=$DATA is not a directory"
 }
 
+# ao_require_trainer: TRAINER has a config folder (checked before anything runs, Stage I included).
+ao_require_trainer() {
+  local dir="$AO_REPO/configs/trainers" have guess
+  [ -d "$dir/$TRAINER" ] && return 0
+  have=$(cd "$dir" 2>/dev/null && ls -d -- */ 2>/dev/null | tr -d / | tr '\n' ' ' || true)
+  guess=$("$PYTHON" - "$TRAINER" $have 2>/dev/null <<'PY' || true
+import difflib, sys
+name, known = sys.argv[1], sys.argv[2:]
+lowered = {k.lower(): k for k in known}
+match = [lowered[name.lower()]] if name.lower() in lowered else difflib.get_close_matches(name.lower(), list(lowered), 1, 0.6)
+print(f"did you mean {lowered.get(match[0], match[0])}? " if match else "")
+PY
+)
+  ao_die "unknown TRAINER '$TRAINER' (no folder configs/trainers/$TRAINER); ${guess}valid trainers: ${have% }"
+}
+
+# ao_same_settings SCRIPT ARGS...: the command line of another protocol script with this run's settings
+# (TRAINER, the CFG / SHOTS / OUTPUT / STAGE1_* given, the extra options), for hints.
+ao_same_settings() {
+  local words=("TRAINER=$TRAINER")
+  [ -z "$AO_GIVEN_CFG" ] || words+=("CFG=$CFG")
+  [ -z "$AO_GIVEN_SHOTS" ] || words+=("SHOTS=$SHOTS")
+  [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
+  [ "$STAGE1_CFG" = vit_b16 ] || words+=("STAGE1_CFG=$STAGE1_CFG")
+  [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
+  words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
+  local line
+  line=$(printf '%q ' "${words[@]}")
+  echo "${line% }"
+}
+
 ao_require_seed() {
   [[ "${1:-}" =~ ^[0-9]+$ ]] || ao_die "SEED must be a non-negative integer, got '${1:-}'"
 }
@@ -85,6 +121,7 @@ ao_dataset_seed_args() {
 # ao_parse_extra OPTS...: check KEY VALUE pairs; fill AO_EXTRA (all), AO_STAGE1_EXTRA (without OPTIM.*),
 # adopt DATASET.NUM_SHOTS as SHOTS and note a user-given TRAINER.ANCHOROPT.ANCHOR_PATH.
 ao_parse_extra() {
+  ao_require_trainer
   AO_EXTRA=("$@")
   AO_STAGE1_EXTRA=()
   AO_USER_ANCHOR=""
@@ -108,8 +145,14 @@ ao_parse_extra() {
 
 # ao_config_args TRAINER CFG LAYER: --config-file for the shared config, then the protocol layer
 # (configs/trainers/TRAINER/LAYER.yaml, e.g. base2new/oxford_pets or cross_dataset) when that file exists.
+# Stage I: CFG is a recipe (STAGE1_CFG); the shared file is vit_b16.yaml and the recipe comes last (it wins).
 ao_config_args() {
-  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1"
+  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1" recipe=""
+  if [ "$trainer" = "$STAGE1_TRAINER" ] && [ "$cfg" != "$STAGE1_SHARED_CFG" ]; then
+    recipe="$dir/$cfg.yaml"
+    [ -f "$recipe" ] || ao_die "no Stage I recipe $recipe (STAGE1_CFG: released or mse_only)"
+    cfg=$STAGE1_SHARED_CFG
+  fi
   local shared="$dir/$cfg.yaml"
   if [ ! -f "$shared" ]; then
     local have
@@ -118,6 +161,7 @@ ao_config_args() {
   fi
   AO_CONFIG_ARGS=(--config-file "$shared")
   if [ -f "$dir/$layer.yaml" ]; then AO_CONFIG_ARGS+=(--config-file "$dir/$layer.yaml"); fi
+  if [ -n "$recipe" ]; then AO_CONFIG_ARGS+=(--config-file "$recipe"); fi
 }
 
 ao_train_py() {

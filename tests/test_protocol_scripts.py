@@ -105,6 +105,8 @@ def fake_repo(tmp_path) -> Path:
         "trainers/CoOp_AnchorOPT/base2new/oxford_pets.yaml",
         "trainers/CoOp_AnchorOPT/cross_dataset.yaml",
         "trainers/AnchorOPT_StageI/vit_b16.yaml",
+        "trainers/AnchorOPT_StageI/released.yaml",
+        "trainers/AnchorOPT_StageI/mse_only.yaml",
         "trainers/AnchorOPT_StageI/cross_dataset.yaml",
     ]  # no Stage I per-dataset file: it must be left out
     for rel in files:
@@ -146,9 +148,10 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
             STAGE1_OPTS="OPTIM.MAX_EPOCH 1 OPTIM.LR 0.5",
         )
     )
-    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--trainer") == "AnchorOPT_StageI" and stage1.flag("--output-dir") == str(anchor_dir)
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]  # its per-dataset file does not exist
+    # its per-dataset file does not exist here; the recipe (released by default) comes last
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
     assert stage1.opt("MODEL.BACKBONE.PATH") == "w.pt" and stage1.opt("TRAINER.ANCHOROPT.N_CTX") == "8"
     assert [v for k, v in stage1.opts if k == "OPTIM.MAX_EPOCH"] == ["1"]  # Stage II's epochs never reach Stage I
     assert stage1.opt("OPTIM.LR") == "0.5"
@@ -164,8 +167,23 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
     assert stage2.python == sys.executable and "--eval-only" not in stage2.flags
 
 
+def test_stage1_recipe_is_chosen_by_name_and_layered_last(fake_repo):
+    out = fake_repo.parent / "out"
+    stage1, _ = commands(dry(fake_repo, "cross_dataset/train.sh", "1", STAGE1_CFG="mse_only"))
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/mse_only.yaml",
+    ]
+    assert stage1.flag("--output-dir") == str(
+        out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/mse_only/seed1"
+    )
+    proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", STAGE1_CFG="mse_olny")
+    assert proc.returncode != 0 and "no Stage I recipe" in proc.stderr and "released or mse_only" in proc.stderr
+
+
 def test_existing_or_given_anchor_skips_stage1(fake_repo):
-    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     anchor_dir.mkdir(parents=True)
     (anchor_dir / "anchor.pth").write_bytes(b"")
     (only,) = commands(dry(fake_repo, "base2new/train.sh", "oxford_pets", "1"))
@@ -180,9 +198,13 @@ def test_cross_dataset_train_uses_imagenet_all_classes_and_protocol_layers(fake_
     for cmd in (stage1, stage2):
         assert cmd.flag("--dataset-config-file") == str(fake_repo / "configs/datasets/imagenet.yaml")
         assert cmd.opts[-2:] == [("DATASET.SUBSAMPLE_CLASSES", "all"), ("RUN.PROTOCOL", "cross_dataset")]
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/cross_dataset.yaml"]
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/released.yaml",
+    ]
     assert stage2.configs(fake_repo) == ["CoOp_AnchorOPT/vit_b16.yaml", "CoOp_AnchorOPT/cross_dataset.yaml"]
-    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/vit_b16/seed3"
+    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/released/seed3"
     assert stage1.flag("--output-dir") == str(anchor_dir)
     assert stage2.opt("TRAINER.ANCHOROPT.ANCHOR_PATH") == stage1.flag("--output-dir")
 
@@ -204,7 +226,7 @@ def test_test_sh_loads_the_epoch_the_training_run_tested(fake_repo):
 def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
     out = fake_repo.parent / "out"
     finish(out / "base2new/train_base/oxford_pets/shots_16/CoOp_AnchorOPT/vit_b16/seed1", max_epoch=4)
-    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     finish(stage1_dir, max_epoch=9)
     stage2, stage1 = commands(dry(fake_repo, "base2new/test.sh", "oxford_pets", "1", "OPTIM.LR", "1"))
     assert (stage2.flag("--trainer"), stage2.flag("--load-epoch")) == ("CoOp_AnchorOPT", "4")
@@ -214,8 +236,9 @@ def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
         str(stage1_dir),
         "9",
     )
-    assert stage1.opt("OPTIM.LR") is None and stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]
-    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    assert stage1.opt("OPTIM.LR") is None
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
+    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--output-dir") == str(stage1_eval_dir)
 
 
@@ -263,6 +286,8 @@ def test_unfinished_run_is_resumed_in_place(fake_repo):
 
 
 def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
+    for folder in ("oxford_pets", "imagenet"):
+        (fake_repo.parent / "data" / folder).mkdir()
     cmds = commands(
         dry(
             fake_repo,
@@ -279,6 +304,52 @@ def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
         (d, s, evaluates) for d in ("oxford_pets", "imagenet") for s in ("1", "2") for evaluates in (False, True)
     ]
     assert all(c.opt("OPTIM.MAX_EPOCH") == "3" for c in cmds)
+
+
+def test_run_all_runs_the_datasets_present_and_lists_the_skipped_ones(fake_repo):
+    data = fake_repo.parent / "data"
+    (data / "oxford_pets").mkdir()
+    proc = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat oxford_pets dtd", SEEDS="1")
+    assert [Path(c.flag("--dataset-config-file")).stem for c in commands(proc)] == ["oxford_pets", "oxford_pets"]
+    skipped = [line for line in proc.stdout.splitlines() if " skipped " in line]
+    assert skipped == [
+        f"[base2new/run_all.sh] skipped {name}: no folder {data / name} (see CoOp's DATASETS.md, or "
+        "anchoropt-prepare-data)"
+        for name in ("eurosat", "dtd")
+    ]
+    none = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat dtd", SEEDS="1")
+    assert none.returncode == 2 and none.stdout == "" and len(none.stderr.splitlines()) == 1
+    assert none.stderr.startswith("error: none of the datasets (eurosat dtd) is under DATA=")
+
+
+def test_trainer_typo_lists_the_valid_trainers_and_the_closest_before_anything_runs(fake_repo):
+    for trainer, guess in (("CoOP", "CoOp"), ("CoOp_AnchorOTP", "CoOp_AnchorOPT"), ("Nonsense", "")):
+        proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", TRAINER=trainer)
+        assert proc.returncode == 2 and proc.stdout == ""  # not even Stage I ran
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith(f"error: unknown TRAINER '{trainer}' (no folder configs/trainers/{trainer}); ")
+        assert line.endswith("valid trainers: AnchorOPT_StageI CoOp CoOp_AnchorOPT ZeroshotCLIP")
+        assert (f"did you mean {guess}? " in line) == bool(guess)
+
+
+def test_test_sh_hint_repeats_the_trainer_and_the_options(fake_repo):
+    out = fake_repo.parent / "out"
+    proc = run_script(
+        "base2new/test.sh",
+        *("oxford_pets", "1", "OPTIM.MAX_EPOCH", "3", "TRAINER.COOP.N_CTX", "4"),
+        repo=fake_repo,
+        DATA=".",
+        OUTPUT=str(out),
+        TRAINER="CoOp",
+        CFG="vit_b16",
+        SHOTS="4",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith(
+        f"run first: TRAINER=CoOp CFG=vit_b16 SHOTS=4 OUTPUT={out} bash scripts/base2new/train.sh oxford_pets 1 "
+        "OPTIM.MAX_EPOCH 3 TRAINER.COOP.N_CTX 4"
+    )
 
 
 def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
@@ -341,7 +412,7 @@ def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
             "base2new/test.sh",
             ["oxford_pets", "1"],
             {"DATA": ".", "TRAINER": "CoOp"},
-            "run first: bash scripts/base2new/train.sh oxford_pets 1",
+            "run first: TRAINER=CoOp OUTPUT=",
         ),
     ],
 )
@@ -440,8 +511,9 @@ def run_ok(script: str, *args: str, **env: str) -> str:
 
 
 def run_dir(
-    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = "vit_b16"
+    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = ""
 ) -> Path:
+    cfg = cfg or ("released" if trainer == "AnchorOPT_StageI" else "vit_b16")  # Stage I: the default recipe
     return root / "output" / protocol / kind / dataset / "shots_16" / trainer / cfg / "seed1"
 
 
@@ -460,6 +532,7 @@ def pets_row(data: dict, trainer: str) -> dict:
     return [r for r in m["datasets"] if r["dataset"] == "OxfordPets"][0]
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_base2new_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     train_out, _ = succeeded(chains["CoOp"])
@@ -479,6 +552,7 @@ def test_coop_base2new_end_to_end(e2e, chains, capsys):
     assert f"{b:.2f} / {n:.2f} / {2 * b * n / (b + n):.2f}" in text
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_finished_run_is_not_redone(e2e, chains):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -490,6 +564,24 @@ def test_finished_run_is_not_redone(e2e, chains):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
+def test_run_all_skips_an_absent_dataset_and_still_prints_the_table(e2e, chains):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    proc = run_script(
+        "base2new/run_all.sh", *opts, cwd="/", TRAINER="CoOp", DATASETS="eurosat oxford_pets", SEEDS="1", **env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already finished, not retrained" in proc.stdout and "Loading trainer" not in proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("OxfordPets")]
+    assert table and "CoOp" in proc.stdout
+    tail = proc.stdout.splitlines()[-1]
+    assert tail == f"[base2new/run_all.sh] skipped eurosat: no folder {root / 'data' / 'eurosat'} (see CoOp's " + (
+        "DATASETS.md, or anchoropt-prepare-data)"
+    )
+
+
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -522,6 +614,7 @@ def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_cross_dataset_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["cross"])
@@ -548,6 +641,7 @@ VARIANT_CFGS = {
 }
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_table(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp_AnchorOPT"])  # its Stage I anchor for oxford_pets, seed 1 is shared by the variants

@@ -69,27 +69,10 @@ class StageISettings:
         return self.ce_weight > 0
 
 
-class _Averages:
-    """Running averages of a step's loss summary, printed like Dassl's MetricMeter."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.count = 0
-
-    def update(self, summary: dict[str, float]) -> None:
-        self.count += 1
-        for key, value in summary.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.last[key] = float(value)
-
-    def __str__(self) -> str:
-        return " ".join(f"{key} {self.last[key]:.4f} ({self.sums[key] / self.count:.4f})" for key in self.sums)
-
-
 @TRAINER_REGISTRY.register()
 class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
     MODEL_NAME = "anchor_prompt_learner"  # the released anchors' folder name
 
     trained_classnames: list[str] | None = None
@@ -104,6 +87,9 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
         self.register_learner(learner, self.MODEL_NAME)
         self.description_features = None  # encoded when training starts (evaluation does not need them)
+
+    def uses_training_images(self) -> bool:
+        return self.stage1.uses_images
 
     @property
     def anchor(self) -> torch.Tensor:
@@ -138,22 +124,15 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
             )
         super().before_train()
 
-    def run_epoch(self) -> None:
+    @property
+    def reads_training_images(self) -> bool:
+        return self.stage1.uses_images
+
+    def epoch_batches(self):
         if self.stage1.uses_images:
-            super().run_epoch()
-            return
+            return super().epoch_batches()
         # Same steps and LR schedule as an epoch over the loader, without touching it.
-        self.set_model_mode("train")
-        self.num_batches = len(self.train_loader_x)
-        averages = _Averages()
-        print_freq = self.cfg.TRAIN.PRINT_FREQ
-        for self.batch_idx in range(self.num_batches):
-            averages.update(self.forward_backward(None))
-            if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
-                print(
-                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
-                    f"{averages} lr {self.get_current_lr():.4e}"
-                )
+        return [None] * len(self.train_loader_x)
 
     def forward_backward(self, batch: dict | None) -> dict:
         """One step; `batch` is None when the loss needs no images (ANCHOR_CE_WEIGHT 0)."""
@@ -252,7 +231,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def results_extras(self) -> dict:
         return {
-            "scoring": {"mode": "anchor", "num_classes": len(self.classnames), "anchor_classes": len(self.classnames)},
+            "scoring": {
+                "mode": "anchor",
+                "rule": "anchor",
+                "num_classes": len(self.classnames),
+                "anchor_classes": len(self.classnames),
+            },
             "anchor": {
                 "source": self.anchor_origin,
                 "anchor_len": self.stage1.anchor_len,

@@ -23,6 +23,7 @@ from anchoropt.backbone.loading import loaded_backbone_identity
 from anchoropt.backbone.precision import non_finite_loss_advice
 from anchoropt.engine import TrainerX, build_lr_scheduler, build_optimizer, engine_description, write_json
 from anchoropt.results.record import build_record, results_file_name
+from trainers.frozen_features import FrozenImageFeatures
 
 
 def cfg_get(cfg: Any, dotted: str) -> Any:
@@ -32,8 +33,12 @@ def cfg_get(cfg: Any, dotted: str) -> Any:
     return node
 
 
-class ClipTrainer(TrainerX):
-    """Base class of the CLIP prompt-learning trainers (both engines)."""
+class ClipTrainer(FrozenImageFeatures, TrainerX):
+    """Base class of the CLIP prompt-learning trainers (both engines).
+
+    A trainer whose image encoder is frozen sets ``IMAGE_ENCODER_FROZEN = True``: its evaluations then
+    read test features from the on-disk cache (see `trainers.frozen_features`).
+    """
 
     #: Config key holding this trainer's precision (fp32 / fp16 / amp); "" means fp32.
     PREC_KEY = ""
@@ -140,10 +145,11 @@ class ClipTrainer(TrainerX):
         else:
             split, loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
+        batches = self.evaluation_batches(split, loader)  # the loader, or its images' cached features
         with self.autocast():  # cached features get the precision the batches would have computed them in
             self.before_evaluation()
         try:
-            for batch in loader:
+            for batch in batches:
                 image, label = self.parse_batch_test(batch)
                 with self.autocast():
                     output = self.model_inference(image)
@@ -162,8 +168,8 @@ class ClipTrainer(TrainerX):
             engine=engine_description(),
             num_classes=self.num_classes,
             num_samples=num_samples,
-            wall_time_s=time.time() - self._created_at,
-            extra={**self.backbone_record(), **self.results_extras()},
+            wall_time_s=self.total_wall_time_s(),  # across resumes
+            extra={"shots": getattr(self, "shots", None), **self.backbone_record(), **self.results_extras()},
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)

@@ -86,6 +86,7 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def _check_registered(cfg) -> None:
+    from anchoropt.cli.run_start import did_you_mean
     from anchoropt.engine import DATASET_REGISTRY, TRAINER_REGISTRY
 
     for what, name, registry, flag in (
@@ -94,33 +95,37 @@ def _check_registered(cfg) -> None:
     ):
         known = sorted(registry.registered_names())
         if name not in known:
-            raise ConfigError(f"Unknown {what} {name!r} ({flag}); registered: {', '.join(known)}")
+            hint = did_you_mean(name, known)
+            raise ConfigError(f"Unknown {what} {name!r} ({flag}); {hint}registered: {', '.join(known)}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from anchoropt.cli.run_start import cap_workers, check_epochs, settle_seed
+    from anchoropt.engine.builtin.logger import Logger
+
     args = build_parser().parse_args(argv)
     from anchoropt.plugins import load_plugins
 
     load_plugins(args.plugin)
     cfg = setup_cfg(args)
     _check_registered(cfg)
+    check_epochs(cfg, trains=not (args.eval_only or args.no_train))
+    notes = [settle_seed(cfg), cap_workers(cfg)]  # before the identity: a drawn seed is this run's seed
     if args.check_run:
         return _print_run_status(args, cfg)
     _move_aside_if_asked(args, cfg)  # before the lock: nothing in a refused or moved run is touched
     console = sys.stdout
-    lock = OutputDirLock(cfg.OUTPUT_DIR).acquire()
-    try:
-        _claim_output_dir(args, cfg)
+    # Nothing is written into the output folder until the trainer is built (its inputs are then known to be
+    # usable): the log is held in memory, and the lock creates a new folder only on commit.
+    lock = OutputDirLock(cfg.OUTPUT_DIR)
+    with lock:
+        sys.stdout = Logger(console=console)
         try:
-            return _run(args, cfg)
+            return _run(args, cfg, lock, notes)
         finally:
-            if sys.stdout is not console:  # setup_logger tees stdout into log.txt; undo for in-process callers
+            if sys.stdout is not console:  # the logger tees stdout into log.txt; undo for in-process callers
                 logger, sys.stdout = sys.stdout, console
-                log_file = getattr(logger, "file", None)  # both engines' loggers; closing them would close the console
-                if log_file is not None:
-                    log_file.close()
-    finally:
-        lock.release()
+                logger.close()  # closes its file only, never the console
 
 
 def _same_dir(a: str, b: str) -> bool:
@@ -185,7 +190,7 @@ def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
         return
     if not args.overwrite:
         raise RunConflict(status.message())
-    probe = OutputDirLock(cfg.OUTPUT_DIR).acquire(announce=False)  # no job may be writing there
+    probe = OutputDirLock(cfg.OUTPUT_DIR).acquire()  # no job may be writing there (writes nothing)
     try:
         moved = move_aside(cfg.OUTPUT_DIR)
     finally:
@@ -219,25 +224,34 @@ def _claim_output_dir(args: argparse.Namespace, cfg) -> None:
     write_identity(cfg.OUTPUT_DIR, run_identity(cfg, model))
 
 
-def _run(args: argparse.Namespace, cfg) -> int:
-    from anchoropt.engine import build_trainer, engine_description, set_random_seed, setup_logger
+def _run(args: argparse.Namespace, cfg, lock: OutputDirLock, notes: list[str]) -> int:
+    from anchoropt.cli.run_start import header_lines
+    from anchoropt.datasets.image_check import check_images
+    from anchoropt.engine import TRAINER_REGISTRY, build_trainer, engine_description, set_random_seed
+    from anchoropt.engine.builtin.logger import log_only
 
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    print(f"Engine: {engine_description()}")
-    print("** Arguments **")
+    mode = "Evaluating" if args.eval_only else "Training"
+    for line in header_lines(cfg, TRAINER_REGISTRY.get(cfg.TRAINER.NAME), mode, notes):
+        print(line)
+    print(f"engine: {engine_description()}")
+    log_only("** Arguments **")
     for key in sorted(vars(args)):
-        print(f"{key}: {getattr(args, key)}")
-    print("** Config **")
-    print(cfg)
+        log_only(f"{key}: {getattr(args, key)}")
+    log_only("** Config **")
+    log_only(str(cfg))
+    set_random_seed(cfg.SEED)
     trainer = build_trainer(cfg)
+    if not args.no_train:
+        check_images(trainer.splits_read(training=not args.eval_only), cfg.DATASET.NAME)
     if args.eval_only:
         if args.model_dir:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
         elif trainer.get_model_names():
             raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
+    lock.commit()
+    _claim_output_dir(args, cfg)
+    sys.stdout.attach(os.path.join(cfg.OUTPUT_DIR, "log.txt"))
+    if args.eval_only:
         trainer.test()
     elif not args.no_train:
         trainer.train()
