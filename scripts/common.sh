@@ -85,7 +85,7 @@ ao_same_settings() {
   [ -z "$AO_GIVEN_CFG" ] || words+=("CFG=$CFG")
   [ -z "$AO_GIVEN_SHOTS" ] || words+=("SHOTS=$SHOTS")
   [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
-  [ "$STAGE1_CFG" = vit_b16 ] || words+=("STAGE1_CFG=$STAGE1_CFG")
+  [ "$STAGE1_CFG" = released ] || words+=("STAGE1_CFG=$STAGE1_CFG")  # the default recipe
   [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
   words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
   local line
