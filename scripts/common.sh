@@ -252,7 +252,7 @@ ao_stage1() {
   AO_RUN_STATE=$AO_STAGE1_STATE
   ao_overwrite_args "$anchor_dir"
   ao_say "Stage I: learning the anchor for $dataset ($subsample classes, seed $SEED) in $anchor_dir"
-  ao_train_py "${AO_STAGE1_CMD[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
+  ao_train_py ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"} "${AO_STAGE1_CMD[@]}"
   if [ "$DRY_RUN" != 1 ] && [ ! -f "$anchor_dir/anchor.pth" ]; then
     ao_die "Stage I finished without writing $anchor_dir/anchor.pth"
   fi
@@ -304,7 +304,7 @@ ao_train() {
   else
     ao_say "training $TRAINER on $dataset ($subsample classes, seed $SEED) in $train_dir"
   fi
-  ao_train_py "${cmd[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
+  ao_train_py ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"} "${cmd[@]}"
   ao_report "$train_dir" "$subsample-class"
 }
 
@@ -338,7 +338,7 @@ ao_evaluate() {
   fi
   ao_overwrite_args "$eval_dir"
   ao_say "evaluating $TRAINER on $dataset ($subsample classes, seed $SEED) in $eval_dir"
-  ao_train_py "${cmd[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
+  ao_train_py ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"} "${cmd[@]}"
   ao_report "$eval_dir" "$subsample-class"
 }
 
