@@ -621,7 +621,7 @@ def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alo
         env=subprocess_env(ENGINE_HERE, **{PAUSE_ENV: "1,2", PAUSE_DIR_ENV: str(barrier)}),
     )
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600
         while not (barrier / PAUSED_FILE).exists():  # the first job is mid-epoch, holding the lock
             assert first.poll() is None, first.communicate()[1][-2000:]
             assert time.monotonic() < deadline, "the first job never reached its pause"
@@ -629,14 +629,14 @@ def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alo
         before = snapshot(out)
         assert "log.txt" in before and f"{MODEL}/checkpoint" not in before
         # The timeouts here only guard against a hang; the first job waits (PAUSE_LIMIT_S) well beyond them.
-        second = run_train_subprocess(args, engine=ENGINE_HERE, timeout=300)
+        second = run_train_subprocess(args, engine=ENGINE_HERE, timeout=600)
         assert second.returncode == 2
         assert_one_line_error(
             second.stderr, f"Another job (pid {first.pid} on ", f"is writing to {out}", "choose another --output-dir"
         )
         assert snapshot(out) == before  # no log, checkpoint or results file of the second job, nothing changed
         (barrier / GO_FILE).touch()
-        _, first_err = first.communicate(timeout=300)
+        _, first_err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()

@@ -23,7 +23,7 @@ PAUSED_FILE = "paused"
 GO_FILE = "go"
 # Longer than any step a test takes while the job waits (tests bound those with smaller timeouts), so
 # on a loaded machine the job never resumes on its own mid-check; the limit only frees an orphan.
-PAUSE_LIMIT_S = 900.0
+PAUSE_LIMIT_S = 1800.0
 
 
 def _step(value: str) -> tuple[int, int] | None:
