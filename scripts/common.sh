@@ -10,6 +10,8 @@
 #   STAGE1_OPTS  extra KEY VALUE options for Stage I only (e.g. "OPTIM.MAX_EPOCH 1")
 #   PYTHON   the interpreter (default: python)
 #   DRY_RUN  1: print the train.py commands instead of running them
+#   STAGE1_ONLY  1: a *_AnchorOPT trainer's train.sh learns only the Stage I anchor, its base2new test.sh
+#            evaluates only the anchor alone (anchoropt-sweep schedules these once per dataset and seed)
 set -euo pipefail
 
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +26,7 @@ STAGE1_TRAINER=AnchorOPT_StageI
 STAGE1_CFG=${STAGE1_CFG:-vit_b16}
 STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
+STAGE1_ONLY=${STAGE1_ONLY:-0}
 
 AO_BASE2NEW_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
@@ -184,6 +187,11 @@ ao_stage1() {
 # test on the training classes; skip a finished run; an unfinished one resumes from its checkpoints.
 ao_train() {
   local dataset=$1 subsample=$2 protocol=$3 layer=$4 train_dir=$5 anchor_dir=$6
+  if [ "$STAGE1_ONLY" = 1 ]; then
+    ao_is_two_stage || ao_die "STAGE1_ONLY=1 needs a *_AnchorOPT trainer, got TRAINER=$TRAINER"
+    ao_stage1 "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+    return 0
+  fi
   if ao_finished "$train_dir"; then
     ao_say "already finished, not retrained: $train_dir (delete it, or set another OUTPUT, to rerun)"
     ao_report "$train_dir" "$subsample-class"
