@@ -337,3 +337,47 @@ def test_slurm_submission_waves_arrays_dependencies_and_parameters(tmp_path, mon
         "102": ["stage1_test/oxford_pets", "test/CoOp", "train/CoOp_AnchorOPT"],
         "103": ["test/CoOp_AnchorOPT"],
     }
+
+
+# ---- the local launcher's device pool (stand-in scripts, no training) ----------------------------
+POOL_JOB = """#!/usr/bin/env bash
+echo "$1 start $(date +%s.%N) ${CUDA_VISIBLE_DEVICES}" >> "$RECORD"
+sleep 0.4
+echo "$1 end $(date +%s.%N)" >> "$RECORD"
+if [ "$1" = bad ]; then echo "error: bad is refused"; exit 3; fi
+"""
+
+
+def test_local_launcher_runs_one_job_per_device_in_dependency_order(tmp_path):
+    from anchoropt.sweep.execute import BLOCKED, DONE, FAILED
+    from anchoropt.sweep.local import LocalLauncher
+    from anchoropt.sweep.plan import Job
+
+    script, record = tmp_path / "job.sh", tmp_path / "record.txt"
+    script.write_text(POOL_JOB)
+    deps = {"a": (), "b": (), "c": (), "d": ("a",), "bad": (), "after_bad": ("bad",), "e": ("d", "c")}
+    jobs = [
+        Job(name, str(script), (name,), (("RECORD", str(record)),), after, str(tmp_path / "logs" / f"{name}.log"))
+        for name, after in deps.items()
+    ]
+    outcomes = {o.job.name: o for o in LocalLauncher(devices=["3", "5"], log=lambda line: None).run(jobs, set(deps))}
+    assert {n: o.status for n, o in outcomes.items()} == {
+        **{n: DONE for n in ("a", "b", "c", "d", "e")},
+        "bad": FAILED,
+        "after_bad": BLOCKED,
+    }
+    assert outcomes["bad"].message == "exit status 3: error: bad is refused"
+    spans: dict[str, list] = {}
+    for line in record.read_text().splitlines():
+        name, what, when, *device = line.split()
+        spans.setdefault(name, [None, None, None])
+        spans[name][0 if what == "start" else 1] = float(when)
+        if device:
+            spans[name][2] = device[0]
+    assert "after_bad" not in spans
+    assert all(device in ("3", "5") for _, _, device in spans.values())  # one GPU each, from the pool
+    for x, (s1, e1, d1) in spans.items():
+        for y, (s2, e2, d2) in spans.items():
+            if x < y and s1 < e2 and s2 < e1:  # ran at the same time: on different devices
+                assert d1 != d2, (x, y)
+    assert spans["d"][0] >= spans["a"][1] and spans["e"][0] >= max(spans["d"][1], spans["c"][1])

@@ -24,6 +24,10 @@ PROTOCOLS = ("base2new", "cross_dataset", "dg")
 # The dataset lists of scripts/common.sh, per protocol (read from there, never copied here).
 DATASET_LISTS = {"base2new": "AO_BASE2NEW_DATASETS", "cross_dataset": "AO_XD_TARGETS", "dg": "AO_DG_TARGETS"}
 LOG_DIR = "sweep_logs"
+# Script variables the sweep sets per job (or leaves unset on purpose), never inherited from the caller.
+SWEEP_OWNED = ("TRAINER", "CFG", "SHOTS", "STAGE1_ONLY", "DRY_RUN", "DATASETS", "SEEDS")
+# Script variables a caller may have exported for the whole sweep: recorded in every job (Slurm runs them later).
+SWEEP_WIDE = ("STAGE1_CFG", "STAGE1_OPTS", "PYTHON")
 ANCHOR_PATH_KEY = "TRAINER.ANCHOROPT.ANCHOR_PATH"
 
 
@@ -47,6 +51,8 @@ class Job:
 
     def environ(self, base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
         env = dict(os.environ if base is None else base)
+        for name in SWEEP_OWNED:  # a value exported in the caller's shell must not reach every job
+            env.pop(name, None)
         env.update(self.env)
         env.update(extra)
         return env
@@ -122,7 +128,8 @@ def build_plan(spec: SweepSpec) -> list[Job]:
     user_anchor = ANCHOR_PATH_KEY in spec.opts[::2]
     stage1_trainer = next((t for t in spec.trainers if two_stage(t)), None) if not user_anchor else None
     common = {"DATA": str(Path(spec.data).resolve()), "OUTPUT": str(Path(spec.output).resolve())}
-    common.setdefault("PYTHON", sys.executable)
+    common["PYTHON"] = sys.executable  # the jobs run on the sweep's interpreter unless told otherwise
+    common.update({name: os.environ[name] for name in SWEEP_WIDE if name in os.environ})
     common.update(spec.env)
     jobs: dict[str, Job] = {}
 

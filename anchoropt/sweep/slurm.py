@@ -34,7 +34,9 @@ class SlurmOptions:
         params: dict[str, Any] = {"name": "anchoropt-sweep", "timeout_min": int(self.time_min)}
         if cluster != "slurm":
             return params
-        params.update(gpus_per_node=self.gpus, slurm_array_parallelism=self.array_parallelism)
+        params["slurm_array_parallelism"] = self.array_parallelism
+        if self.gpus:
+            params["gpus_per_node"] = self.gpus
         if self.cpus is not None:
             params["cpus_per_task"] = self.cpus
         if self.mem_gb is not None:
