@@ -16,8 +16,8 @@ import pytest
 from anchoropt.cli.errors import run_cli
 from anchoropt.cli.results import main as results_main
 from anchoropt.cli.sweep import main as sweep_main
+from anchoropt.sweep.execute import run_job
 from anchoropt.sweep.plan import SweepSpec, build_plan
-from anchoropt.sweep.slurm import SlurmOptions, SubmititLauncher
 from tests.support.anchoropt_runs import write_descriptions
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import write_dataset
@@ -294,7 +294,7 @@ echo "Submitted batch job $n"
 """
 
 
-def test_slurm_submission_waves_arrays_dependencies_and_parameters(tmp_path, monkeypatch):
+def test_slurm_submission_waves_arrays_dependencies_and_parameters(tmp_path, monkeypatch, capsys):
     bin_dir, record = tmp_path / "bin", tmp_path / "sbatch"
     bin_dir.mkdir()
     record.mkdir()
@@ -304,14 +304,14 @@ def test_slurm_submission_waves_arrays_dependencies_and_parameters(tmp_path, mon
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("SBATCH_RECORD", str(record))
     (tmp_path / "data").mkdir()
-    spec = SweepSpec(["base2new"], TRAINERS, [1, 2], str(tmp_path / "data"), str(tmp_path / "out"), ["oxford_pets"])
-    jobs = build_plan(spec)
-    options = SlurmOptions(
-        partition="gpu", gpus=1, cpus=8, mem_gb=32, time_min=120, array_parallelism=2,
-        sbatch={"account": "lab", "qos": "high"}, setup=["module load cuda/12.1"],
-    )  # fmt: skip
-    launcher = SubmititLauncher(spec.log_dir / "submitit", options, "slurm", log=lambda line: None)
-    submitted = launcher.submit(jobs, {j.name for j in jobs})
+    args = ["--protocol", "base2new", "--trainers", *TRAINERS, "--datasets", "oxford_pets", "--seeds", "1", "2",
+            "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+            "--launcher", "slurm", "--partition", "gpu", "--gpus", "1", "--cpus", "8", "--mem-gb", "32",
+            "--time", "120", "--array-parallelism", "2", "--sbatch", "account=lab", "qos=high",
+            "--setup", "module load cuda/12.1", "--no-wait", "--", "OPTIM.MAX_EPOCH", "1"]  # fmt: skip
+    capsys.readouterr()
+    assert sweep_main(args) == 0
+    assert "submitted 4 job(s) as Slurm job 101" in capsys.readouterr().out
 
     scripts = {int(p.stem): p.read_text() for p in record.glob("*.sh")}
     assert sorted(scripts) == [101, 102, 103]  # three waves, one array each
@@ -324,18 +324,24 @@ def test_slurm_submission_waves_arrays_dependencies_and_parameters(tmp_path, mon
     assert "#SBATCH --array=0-5%2\n" in scripts[102] and "#SBATCH --dependency=afterany:101\n" in scripts[102]
     assert "#SBATCH --array=0-1%2\n" in scripts[103] and "#SBATCH --dependency=afterany:102\n" in scripts[103]
 
-    # What each array task runs: the job and its dependencies, which it checks before running its script.
-    by_array: dict[str, list[str]] = {}
-    for job, handle in submitted:
-        array, task = handle.job_id.split("_")
-        call = handle.submission()
-        assert call.args[0] == job and [d.name for d in call.args[1]] == list(job.deps)
-        by_array.setdefault(array, []).append(job.name)
-    kinds = {a: sorted({n.split("/")[1] + "/" + n.split("/")[2] for n in names}) for a, names in by_array.items()}
-    assert kinds == {
-        "101": ["stage1/oxford_pets", "train/CoOp"],
-        "102": ["stage1_test/oxford_pets", "test/CoOp", "train/CoOp_AnchorOPT"],
-        "103": ["test/CoOp_AnchorOPT"],
+    # What each array task runs (its pickled call): a job of the plan and its dependencies, checked before it runs.
+    from submitit.slurm.slurm import SlurmJob
+
+    spec = SweepSpec(["base2new"], TRAINERS, [1, 2], str(tmp_path / "data"), str(tmp_path / "out"), ["oxford_pets"])
+    spec.opts = ["OPTIM.MAX_EPOCH", "1"]
+    plan = {j.name: j for j in build_plan(spec)}
+    folder = tmp_path / "out" / "sweep_logs" / "submitit" / "%j"
+    waves = {}
+    for array, size in ((101, 4), (102, 6), (103, 2)):
+        calls = [SlurmJob(folder=folder, job_id=f"{array}_{i}").submission() for i in range(size)]
+        for call in calls:
+            job, deps = call.args
+            assert call.function is run_job and plan[job.name] == job and [d.name for d in deps] == list(job.deps)
+        waves[array] = sorted({"/".join(c.args[0].name.split("/")[1:3]) for c in calls})
+    assert waves == {
+        101: ["stage1/oxford_pets", "train/CoOp"],
+        102: ["stage1_test/oxford_pets", "test/CoOp", "train/CoOp_AnchorOPT"],
+        103: ["test/CoOp_AnchorOPT"],
     }
 
 

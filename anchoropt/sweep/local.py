@@ -47,6 +47,7 @@ class LocalLauncher:
 
         try:
             while waiting or running:
+                stuck = list(waiting)
                 for job in list(waiting):
                     states = [outcomes[d].status if d in outcomes else None for d in job.deps]
                     if any(s in (FAILED, BLOCKED) for s in states):
@@ -62,7 +63,9 @@ class LocalLauncher:
                         threading.Thread(target=wait_for, args=(job.name, proc), daemon=True).start()
                         waiting.remove(job)
                 if not running:
-                    continue  # only blocked jobs were left: the loop drains them
+                    if waiting == stuck:  # nothing running, nothing could start: a dependency outside the plan
+                        raise RuntimeError(f"jobs wait for jobs not in the sweep: {[j.name for j in waiting]}")
+                    continue
                 name, returncode = finished.get()
                 _, slot = running.pop(name)
                 free.append(slot)
