@@ -37,6 +37,7 @@ setup(
             "anchoropt-results=anchoropt.cli.results:console_main",
             "anchoropt-positions=anchoropt.cli.positions:console_main",
             "anchoropt-sweep=anchoropt.cli.sweep:console_main",
+            "anchoropt-feature-cache=anchoropt.cli.feature_cache:console_main",
         ],
     },
 )

@@ -35,6 +35,11 @@ def add_project_keys(cfg: CN) -> None:
     cfg.RUN.CONFIG_FILE = ""
     cfg.RUN.DATASET_CONFIG_FILE = ""
     cfg.RUN.PROTOCOL = ""  # base2new / cross_dataset / domain_generalization
+    # Frozen image features (anchoropt/features, trainers/frozen_features.py).
+    cfg.FEATURE_CACHE = CN()
+    cfg.FEATURE_CACHE.ENABLED = True  # evaluation: test features of a frozen image encoder cached on disk
+    cfg.FEATURE_CACHE.DIR = ""  # "" = $ANCHOROPT_FEATURE_CACHE, else ~/.cache/anchoropt/features
+    cfg.FEATURE_CACHE.TRAIN_VIEWS = 0  # K > 0: K augmented views per training image encoded once (opt-in)
 
 
 def get_default_config() -> CN:

@@ -6,27 +6,36 @@
 #   TRAINER  trainer (default CoOp_AnchorOPT)
 #   CFG      shared trainer config name: configs/trainers/$TRAINER/$CFG.yaml (default: per trainer, below)
 #   SHOTS    shots per class (default 16; DATASET.NUM_SHOTS in the extra options wins)
-#   STAGE1_CFG   Stage I config name: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml (default vit_b16)
+#   STAGE1_CFG   Stage I recipe: configs/trainers/AnchorOPT_StageI/$STAGE1_CFG.yaml, layered last after vit_b16.yaml
+#                and the per-dataset file: released (default; the released anchors' settings, image CE included)
+#                or mse_only (the paper's text and the public script: MSE weight 1, 20 epochs, no image term)
 #   STAGE1_OPTS  extra KEY VALUE options for Stage I only (e.g. "OPTIM.MAX_EPOCH 1")
 #   PYTHON   the interpreter (default: python)
 #   DRY_RUN  1: print the train.py commands instead of running them
+#   OVERWRITE  1: a run (or Stage I anchor) of other settings in the way is moved aside to <dir>.replaced-<n>
+#            and redone; without it the script stops, naming the keys that differ. Nothing is ever deleted.
 #   STAGE1_ONLY  1: a *_AnchorOPT trainer's train.sh learns only the Stage I anchor, its base2new test.sh
 #            evaluates only the anchor alone (anchoropt-sweep schedules these once per dataset and seed)
+#   DRY_RUN_CHECK  1 (with DRY_RUN=1): still check existing runs' settings (train.py --check-run), as a run would
 set -euo pipefail
 
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 AO_SCRIPT="$(basename "$(dirname "$0")")/$(basename "$0")"
 PYTHON=${PYTHON:-python}
+# What the user set (repeated in the hints that name another script).
+AO_GIVEN_CFG=${CFG:-} AO_GIVEN_SHOTS=${SHOTS:-} AO_GIVEN_OUTPUT=${OUTPUT:-}
 # The scripts run this checkout's code, whatever the current directory.
 export PYTHONPATH="$AO_REPO${PYTHONPATH:+:$PYTHONPATH}"
 OUTPUT=${OUTPUT:-$AO_REPO/output}
 TRAINER=${TRAINER:-CoOp_AnchorOPT}
 SHOTS=${SHOTS:-16}
 STAGE1_TRAINER=AnchorOPT_StageI
-STAGE1_CFG=${STAGE1_CFG:-vit_b16}
+STAGE1_CFG=${STAGE1_CFG:-released}
+STAGE1_SHARED_CFG=vit_b16
 STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
 STAGE1_ONLY=${STAGE1_ONLY:-0}
+OVERWRITE=${OVERWRITE:-0}
 
 AO_BASE2NEW_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
@@ -57,6 +66,37 @@ ao_require_data() {
   [ -d "$DATA" ] || ao_die "DATA=$DATA is not a directory"
 }
 
+# ao_require_trainer: TRAINER has a config folder (checked before anything runs, Stage I included).
+ao_require_trainer() {
+  local dir="$AO_REPO/configs/trainers" have guess
+  [ -d "$dir/$TRAINER" ] && return 0
+  have=$(cd "$dir" 2>/dev/null && ls -d -- */ 2>/dev/null | tr -d / | tr '\n' ' ' || true)
+  guess=$("$PYTHON" - "$TRAINER" $have 2>/dev/null <<'PY' || true
+import difflib, sys
+name, known = sys.argv[1], sys.argv[2:]
+lowered = {k.lower(): k for k in known}
+match = [lowered[name.lower()]] if name.lower() in lowered else difflib.get_close_matches(name.lower(), list(lowered), 1, 0.6)
+print(f"did you mean {lowered.get(match[0], match[0])}? " if match else "")
+PY
+)
+  ao_die "unknown TRAINER '$TRAINER' (no folder configs/trainers/$TRAINER); ${guess}valid trainers: ${have% }"
+}
+
+# ao_same_settings SCRIPT ARGS...: the command line of another protocol script with this run's settings
+# (TRAINER, the CFG / SHOTS / OUTPUT / STAGE1_* given, the extra options), for hints.
+ao_same_settings() {
+  local words=("TRAINER=$TRAINER")
+  [ -z "$AO_GIVEN_CFG" ] || words+=("CFG=$CFG")
+  [ -z "$AO_GIVEN_SHOTS" ] || words+=("SHOTS=$SHOTS")
+  [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
+  [ "$STAGE1_CFG" = vit_b16 ] || words+=("STAGE1_CFG=$STAGE1_CFG")
+  [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
+  words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
+  local line
+  line=$(printf '%q ' "${words[@]}")
+  echo "${line% }"
+}
+
 ao_require_seed() {
   [[ "${1:-}" =~ ^[0-9]+$ ]] || ao_die "SEED must be a non-negative integer, got '${1:-}'"
 }
@@ -85,6 +125,7 @@ ao_dataset_seed_args() {
 # ao_parse_extra OPTS...: check KEY VALUE pairs; fill AO_EXTRA (all), AO_STAGE1_EXTRA (without OPTIM.*),
 # adopt DATASET.NUM_SHOTS as SHOTS and note a user-given TRAINER.ANCHOROPT.ANCHOR_PATH.
 ao_parse_extra() {
+  ao_require_trainer
   AO_EXTRA=("$@")
   AO_STAGE1_EXTRA=()
   AO_USER_ANCHOR=""
@@ -108,8 +149,14 @@ ao_parse_extra() {
 
 # ao_config_args TRAINER CFG LAYER: --config-file for the shared config, then the protocol layer
 # (configs/trainers/TRAINER/LAYER.yaml, e.g. base2new/oxford_pets or cross_dataset) when that file exists.
+# Stage I: CFG is a recipe (STAGE1_CFG); the shared file is vit_b16.yaml and the recipe comes last (it wins).
 ao_config_args() {
-  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1"
+  local trainer=$1 cfg=$2 layer=$3 dir="$AO_REPO/configs/trainers/$1" recipe=""
+  if [ "$trainer" = "$STAGE1_TRAINER" ] && [ "$cfg" != "$STAGE1_SHARED_CFG" ]; then
+    recipe="$dir/$cfg.yaml"
+    [ -f "$recipe" ] || ao_die "no Stage I recipe $recipe (STAGE1_CFG: released or mse_only)"
+    cfg=$STAGE1_SHARED_CFG
+  fi
   local shared="$dir/$cfg.yaml"
   if [ ! -f "$shared" ]; then
     local have
@@ -118,6 +165,7 @@ ao_config_args() {
   fi
   AO_CONFIG_ARGS=(--config-file "$shared")
   if [ -f "$dir/$layer.yaml" ]; then AO_CONFIG_ARGS+=(--config-file "$dir/$layer.yaml"); fi
+  if [ -n "$recipe" ]; then AO_CONFIG_ARGS+=(--config-file "$recipe"); fi
 }
 
 ao_train_py() {
@@ -129,6 +177,34 @@ ao_train_py() {
 }
 
 ao_finished() { [ -f "$1/results.json" ]; }
+
+# ao_check_run DIR ARGS...: what DIR holds for the train.py command ARGS, in AO_RUN_STATE: finished,
+# interrupted, absent, or (with OVERWRITE=1) conflict. A run of other settings stops the script with one line
+# naming the keys that differ (train.py --check-run compares the run fingerprints; anchoropt/runs/identity.py).
+ao_check_run() {
+  local dir=$1
+  shift
+  AO_RUN_STATE=absent
+  if [ -f "$dir/results.json" ] || [ -f "$dir/anchor.pth" ]; then
+    AO_RUN_STATE=finished
+  elif compgen -G "$dir/*/checkpoint" > /dev/null; then
+    AO_RUN_STATE=interrupted
+  fi
+  [ "$AO_RUN_STATE" != absent ] && { [ "$DRY_RUN" != 1 ] || [ "${DRY_RUN_CHECK:-0}" = 1 ]; } || return 0
+  local overwrite=()
+  [ "$OVERWRITE" != 1 ] || overwrite=(--overwrite)
+  AO_RUN_STATE=$(PYTHONWARNINGS=ignore "$PYTHON" "$AO_REPO/train.py" --check-run ${overwrite[@]+"${overwrite[@]}"} "$@") \
+    || exit 2
+}
+
+# ao_overwrite_args: --overwrite when AO_RUN_STATE is conflict (OVERWRITE=1), in AO_OVERWRITE_ARGS.
+ao_overwrite_args() {
+  AO_OVERWRITE_ARGS=()
+  if [ "$AO_RUN_STATE" = conflict ]; then
+    AO_OVERWRITE_ARGS=(--overwrite)
+    ao_say "OVERWRITE=1: the run in $1 has other settings; it is moved aside to $1.replaced-<n> (not deleted)"
+  fi
+}
 
 # ao_report DIR WHAT: print the accuracy recorded in DIR/results.json.
 ao_report() {
@@ -156,72 +232,101 @@ PY
   if [ "$which" != best ]; then AO_LOAD_ARGS=(--load-epoch "$which"); fi
 }
 
-# ao_stage1 DATASET SUBSAMPLE PROTOCOL LAYER ANCHOR_DIR: learn the anchor unless it exists (or the user gave one).
-ao_stage1() {
+# ao_stage1_check DATASET SUBSAMPLE PROTOCOL LAYER ANCHOR_DIR: the Stage I command (AO_STAGE1_CMD) and what
+# ANCHOR_DIR holds for it (AO_STAGE1_STATE). An anchor learned with other settings or from another descriptions
+# file (its provenance) stops the script, unless OVERWRITE=1.
+ao_stage1_check() {
   local dataset=$1 subsample=$2 protocol=$3 layer=$4 anchor_dir=$5
-  if [ -n "$AO_USER_ANCHOR" ]; then
-    AO_ANCHOR=$AO_USER_ANCHOR
-    ao_say "Stage I skipped: using TRAINER.ANCHOROPT.ANCHOR_PATH $AO_ANCHOR from the extra options"
-    return 0
-  fi
-  AO_ANCHOR=$anchor_dir
-  if [ -f "$anchor_dir/anchor.pth" ]; then
-    ao_say "Stage I done before: reusing the anchor in $anchor_dir"
-    return 0
-  fi
-  ao_say "Stage I: learning the anchor for $dataset ($subsample classes, seed $SEED) in $anchor_dir"
   ao_config_args "$STAGE1_TRAINER" "$STAGE1_CFG" "$layer"
   local stage1_opts
   read -ra stage1_opts <<< "$STAGE1_OPTS"
-  ao_train_py --root "$DATA" --seed "$SEED" --trainer "$STAGE1_TRAINER" \
-    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}" \
-    --output-dir "$anchor_dir" \
-    DATASET.NUM_SHOTS "$SHOTS" ${AO_STAGE1_EXTRA[@]+"${AO_STAGE1_EXTRA[@]}"} ${stage1_opts[@]+"${stage1_opts[@]}"} \
-    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol"
+  AO_STAGE1_CMD=(--root "$DATA" --seed "$SEED" --trainer "$STAGE1_TRAINER"
+    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}"
+    --output-dir "$anchor_dir"
+    DATASET.NUM_SHOTS "$SHOTS" ${AO_STAGE1_EXTRA[@]+"${AO_STAGE1_EXTRA[@]}"} ${stage1_opts[@]+"${stage1_opts[@]}"}
+    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol")
+  ao_check_run "$anchor_dir" "${AO_STAGE1_CMD[@]}"
+  AO_STAGE1_STATE=$AO_RUN_STATE
+  [ -f "$anchor_dir/anchor.pth" ] || [ "$AO_STAGE1_STATE" != finished ] || AO_STAGE1_STATE=interrupted
+}
+
+# ao_stage1 DATASET SUBSAMPLE ANCHOR_DIR: learn the anchor (after ao_stage1_check).
+ao_stage1() {
+  local dataset=$1 subsample=$2 anchor_dir=$3
+  AO_RUN_STATE=$AO_STAGE1_STATE
+  ao_overwrite_args "$anchor_dir"
+  ao_say "Stage I: learning the anchor for $dataset ($subsample classes, seed $SEED) in $anchor_dir"
+  ao_train_py "${AO_STAGE1_CMD[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
   if [ "$DRY_RUN" != 1 ] && [ ! -f "$anchor_dir/anchor.pth" ]; then
     ao_die "Stage I finished without writing $anchor_dir/anchor.pth"
   fi
+  AO_STAGE1_STATE=finished
 }
 
 # ao_train DATASET SUBSAMPLE PROTOCOL LAYER TRAIN_DIR ANCHOR_DIR: train (both stages for *_AnchorOPT) and
-# test on the training classes; skip a finished run; an unfinished one resumes from its checkpoints.
+# test on the training classes; skip a finished run of the same settings; an unfinished one resumes from its
+# checkpoints; a run of other settings stops the script (OVERWRITE=1: moved aside, then retrained).
 ao_train() {
   local dataset=$1 subsample=$2 protocol=$3 layer=$4 train_dir=$5 anchor_dir=$6
   if [ "$STAGE1_ONLY" = 1 ]; then
     ao_is_two_stage || ao_die "STAGE1_ONLY=1 needs a *_AnchorOPT trainer, got TRAINER=$TRAINER"
-    ao_stage1 "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+    [ -z "$AO_USER_ANCHOR" ] || return 0
+    ao_stage1_check "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+    if [ "$AO_STAGE1_STATE" = finished ]; then
+      ao_say "Stage I done before: reusing the anchor in $anchor_dir"
+    else
+      ao_stage1 "$dataset" "$subsample" "$anchor_dir"
+    fi
     return 0
   fi
-  if ao_finished "$train_dir"; then
-    ao_say "already finished, not retrained: $train_dir (delete it, or set another OUTPUT, to rerun)"
-    ao_report "$train_dir" "$subsample-class"
-    return 0
-  fi
-  local stage2=()
+  local stage2=() reused=""
   if ao_is_two_stage; then
-    ao_stage1 "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+    if [ -n "$AO_USER_ANCHOR" ]; then
+      AO_ANCHOR=$AO_USER_ANCHOR
+      reused="Stage I skipped: using TRAINER.ANCHOROPT.ANCHOR_PATH $AO_ANCHOR from the extra options"
+    else
+      AO_ANCHOR=$anchor_dir
+      ao_stage1_check "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+      # A new anchor first, so that the Stage II check below sees the anchor Stage II starts from.
+      if [ "$AO_STAGE1_STATE" = finished ]; then
+        reused="Stage I done before: reusing the anchor in $anchor_dir"
+      else
+        ao_stage1 "$dataset" "$subsample" "$anchor_dir"
+      fi
+    fi
     stage2=(TRAINER.ANCHOROPT.ANCHOR_PATH "$AO_ANCHOR")
   fi
   ao_config_args "$TRAINER" "$CFG" "$layer"
   local mode=()
+  if ao_is_zero_shot; then mode=(--eval-only); fi
+  local cmd=(--root "$DATA" --seed "$SEED" --trainer "$TRAINER"
+    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}"
+    --output-dir "$train_dir" ${mode[@]+"${mode[@]}"}
+    DATASET.NUM_SHOTS "$SHOTS" ${stage2[@]+"${stage2[@]}"} ${AO_EXTRA[@]+"${AO_EXTRA[@]}"}
+    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol")
+  ao_check_run "$train_dir" "${cmd[@]}"
+  if [ "$AO_RUN_STATE" = finished ]; then
+    ao_say "already finished, not retrained: $train_dir (same settings; set another OUTPUT to run it again)"
+    ao_report "$train_dir" "$subsample-class"
+    return 0
+  fi
+  ao_overwrite_args "$train_dir"
+  if [ -n "$reused" ]; then ao_say "$reused"; fi
   if ao_is_zero_shot; then
-    mode=(--eval-only)
     ao_say "$TRAINER: nothing to train; evaluating on $dataset ($subsample classes) in $train_dir"
-  elif compgen -G "$train_dir/*/checkpoint" > /dev/null; then
+  elif [ "$AO_RUN_STATE" = interrupted ]; then
     ao_say "resuming the unfinished run in $train_dir"
   else
     ao_say "training $TRAINER on $dataset ($subsample classes, seed $SEED) in $train_dir"
   fi
-  ao_train_py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
-    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}" \
-    --output-dir "$train_dir" ${mode[@]+"${mode[@]}"} \
-    DATASET.NUM_SHOTS "$SHOTS" ${stage2[@]+"${stage2[@]}"} ${AO_EXTRA[@]+"${AO_EXTRA[@]}"} \
-    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol"
+  ao_train_py "${cmd[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
   ao_report "$train_dir" "$subsample-class"
 }
 
 # ao_evaluate DATASET SUBSAMPLE PROTOCOL LAYER TRAIN_DIR EVAL_DIR TRAIN_HINT: evaluate the trained model of
-# TRAIN_DIR (built with the training run's configs, LAYER) on DATASET; skip an evaluation newer than the model.
+# TRAIN_DIR (built with the training run's configs, LAYER) on DATASET; skip an evaluation of the same settings
+# and model that is newer than the model; an evaluation of other settings or another model stops the script
+# (OVERWRITE=1: moved aside).
 ao_evaluate() {
   local dataset=$1 subsample=$2 protocol=$3 layer=$4 train_dir=$5 eval_dir=$6 hint=$7
   local model=()
@@ -229,26 +334,26 @@ ao_evaluate() {
     if ! ao_finished "$train_dir"; then
       [ "$DRY_RUN" = 1 ] || ao_die "no finished training run in $train_dir; run first: $hint"
       AO_LOAD_ARGS=(--load-epoch "<the training run's last epoch>")
-    elif ao_finished "$eval_dir" && [ ! "$train_dir/results.json" -nt "$eval_dir/results.json" ]; then
-      ao_say "already evaluated: $eval_dir (delete it to rerun)"
-      ao_report "$eval_dir" "$subsample-class"
-      return 0
     else
       ao_load_args "$train_dir"
     fi
     model=(--model-dir "$train_dir" ${AO_LOAD_ARGS[@]+"${AO_LOAD_ARGS[@]}"})
-  elif ao_finished "$eval_dir"; then
-    ao_say "already evaluated: $eval_dir (delete it to rerun)"
+  fi
+  ao_config_args "$TRAINER" "$CFG" "$layer"
+  local cmd=(--root "$DATA" --seed "$SEED" --trainer "$TRAINER"
+    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}"
+    --output-dir "$eval_dir" --eval-only ${model[@]+"${model[@]}"}
+    DATASET.NUM_SHOTS "$SHOTS" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"}
+    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol")
+  ao_check_run "$eval_dir" "${cmd[@]}"
+  if [ "$AO_RUN_STATE" = finished ] && { ao_is_zero_shot || [ ! "$train_dir/results.json" -nt "$eval_dir/results.json" ]; }; then
+    ao_say "already evaluated: $eval_dir (same settings and model; set another OUTPUT to run it again)"
     ao_report "$eval_dir" "$subsample-class"
     return 0
   fi
-  ao_config_args "$TRAINER" "$CFG" "$layer"
+  ao_overwrite_args "$eval_dir"
   ao_say "evaluating $TRAINER on $dataset ($subsample classes, seed $SEED) in $eval_dir"
-  ao_train_py --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
-    --dataset-config-file "$AO_REPO/configs/datasets/$dataset.yaml" "${AO_CONFIG_ARGS[@]}" \
-    --output-dir "$eval_dir" --eval-only ${model[@]+"${model[@]}"} \
-    DATASET.NUM_SHOTS "$SHOTS" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"} \
-    DATASET.SUBSAMPLE_CLASSES "$subsample" RUN.PROTOCOL "$protocol"
+  ao_train_py "${cmd[@]}" ${AO_OVERWRITE_ARGS[@]+"${AO_OVERWRITE_ARGS[@]}"}
   ao_report "$eval_dir" "$subsample-class"
 }
 

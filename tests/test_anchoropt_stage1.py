@@ -179,6 +179,7 @@ def test_eval_only_is_anchor_zero_shot_and_deterministic(env, stage1):
     assert first["num_classes"] == len(env.new_classes)
     assert first["scoring"] == {
         "mode": "anchor",
+        "rule": "anchor",
         "num_classes": len(env.new_classes),
         "anchor_classes": len(env.new_classes),
     }
@@ -281,41 +282,86 @@ def test_nearest_tokens_find_the_word_an_anchor_was_set_to(tiny_clip):  # noqa: 
     assert token_text(clip_tokenizer().encoder["th"]) == "th-"  # a word piece, not a word end
 
 
+def test_image_term_value_gradient_and_one_image_pass_per_step(env, tmp_path):
+    """ANCHOR_CE_WEIGHT > 0: loss = w_mse·MSE + w_ce·CE(s·f_I(x)·zᵀ, y), each image encoded once, one CLIP."""
+    w_mse, w_ce = 1000.0, 0.5
+    args = env.args(
+        "AnchorOPT_StageI", tmp_path / "ce", "TRAINER.ANCHOROPT.ANCHOR_CE_WEIGHT", str(w_ce), "INPUT.TRANSFORMS", "()"
+    )
+    trainer = build_trainer_from_args(args)
+    assert sum(type(m).__name__ == "VisionTransformer" for m in trainer.model.modules()) == 1  # no second CLIP
+    trainer.encode_class_descriptions()
+    batch = next(iter(trainer.train_loader_x))
+    image, label = batch["img"], batch["label"]
+    anchor = trainer.model.prompt_learner.anchor_ctx_1
+    # the expected loss, with the image features from CLIP's own forward
+    text = trainer.model.text_features()
+    visual = trainer.model.image_encoder.visual
+    with torch.no_grad():
+        image_features = torch.nn.functional.normalize(visual(image).float(), dim=-1)
+    logits = trainer.model.logit_scale.exp() * image_features @ text.t()
+    ce = torch.nn.functional.cross_entropy(logits, label)
+    expected = w_mse * description_mse(text, trainer.description_features) + w_ce * ce
+    (expected_grad,) = torch.autograd.grad(expected, anchor)
+    trainer.batch_idx, trainer.num_batches, trainer.epoch = 0, 10, 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "model_update", lambda names=None: None)  # keep the gradient, skip the step
+        encoded = record_method(mp, ImageEncoder, "forward", lambda self, out, images: images.shape[0])
+        summary = trainer.forward_backward(batch)
+    assert encoded == [image.shape[0]]  # every image of the batch once, in one pass
+    assert summary["ce"] == pytest.approx(float(ce), rel=1e-5)
+    assert summary["loss"] == pytest.approx(float(expected), rel=1e-5)
+    torch.testing.assert_close(anchor.grad, expected_grad, rtol=1e-4, atol=1e-7)
+    # the CE term changes the gradient (so a weight that were ignored would show)
+    (mse_grad,) = torch.autograd.grad(
+        w_mse * description_mse(trainer.model.text_features(), trainer.description_features), anchor
+    )
+    assert not torch.allclose(mse_grad, expected_grad, rtol=1e-3)
+
+
 # ---------------------------------------------------------------- configs
 
-STAGE1_PUBLISHED = {  # dataset config stem: (epochs, MSE weight, descriptions per class)
-    "imagenet": (10, 1000, 5),
-    "caltech101": (100, 1000, 10),
-    "oxford_pets": (100, 1000, 10),
-    "stanford_cars": (40, 100, 10),
-    "oxford_flowers": (100, 1000, 10),
-    "food101": (20, 1000, 10),
-    "fgvc_aircraft": (20, 1000, 10),
-    "sun397": (20, 1000, 10),
-    "dtd": (100, 1000, 10),
-    "eurosat": (100, 1000, 10),
-    "ucf101": (100, 1000, 10),
+# The released anchors' settings: dataset config stem: (epochs, MSE weight, descriptions per class, CE weight)
+STAGE1_PUBLISHED = {
+    "imagenet": (10, 1000, 5, 0),
+    "caltech101": (100, 1000, 10, 1),
+    "oxford_pets": (100, 1000, 10, 1),
+    "stanford_cars": (40, 100, 10, 1),
+    "oxford_flowers": (100, 1000, 10, 1),
+    "food101": (20, 1000, 10, 1),
+    "fgvc_aircraft": (20, 1000, 10, 1),
+    "sun397": (20, 1000, 10, 1),
+    "dtd": (100, 1000, 10, 1),
+    "eurosat": (100, 1000, 10, 1),
+    "ucf101": (100, 1000, 10, 1),
 }
 CONFIGS = REPO / "configs" / "trainers" / "AnchorOPT_StageI"
 
 
 @pytest.mark.parametrize("stem", sorted(STAGE1_PUBLISHED))
 def test_stage1_dataset_configs_merge_and_carry_the_published_numbers(stem):
-    epochs, mse, per_class = STAGE1_PUBLISHED[stem]
+    epochs, mse, per_class, ce = STAGE1_PUBLISHED[stem]
     assert (REPO / "configs" / "datasets" / f"{stem}.yaml").is_file()
     per_dataset = CONFIGS / "base2new" / f"{stem}.yaml"
-    cfg = build_config(
-        str(REPO / "configs" / "datasets" / f"{stem}.yaml"), [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)]
-    )
-    assert (
-        cfg.OPTIM.MAX_EPOCH,
-        cfg.TRAINER.ANCHOROPT.ANCHOR_MSE_WEIGHT,
-        cfg.TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH,
-    ) == (epochs, mse, per_class)
+    dataset = str(REPO / "configs" / "datasets" / f"{stem}.yaml")
+    layers = [str(CONFIGS / "vit_b16.yaml"), str(per_dataset)]
+    for recipe in ([], [str(CONFIGS / "released.yaml")]):  # the released recipe is the layers as they are
+        cfg = build_config(dataset, layers + recipe)
+        a = cfg.TRAINER.ANCHOROPT
+        assert (cfg.OPTIM.MAX_EPOCH, a.ANCHOR_MSE_WEIGHT, a.MAX_TEMPLATE_LENGTH, a.ANCHOR_CE_WEIGHT) == (
+            epochs,
+            mse,
+            per_class,
+            ce,
+        )
     assert yaml.safe_load(per_dataset.read_text()) == {
         "OPTIM": {"MAX_EPOCH": epochs},
-        "TRAINER": {"ANCHOROPT": {"ANCHOR_MSE_WEIGHT": mse, "MAX_TEMPLATE_LENGTH": per_class}},
+        "TRAINER": {"ANCHOROPT": {"ANCHOR_MSE_WEIGHT": mse, "ANCHOR_CE_WEIGHT": ce, "MAX_TEMPLATE_LENGTH": per_class}},
     }
+    # the paper's text and the public script: the same MSE-only settings on every dataset
+    cfg = build_config(dataset, layers + [str(CONFIGS / "mse_only.yaml")])
+    a = cfg.TRAINER.ANCHOROPT
+    assert (cfg.OPTIM.MAX_EPOCH, a.ANCHOR_MSE_WEIGHT, a.MAX_TEMPLATE_LENGTH, a.ANCHOR_CE_WEIGHT) == (20, 1.0, 10, 0.0)
 
 
 def test_stage1_shared_and_cross_dataset_configs():

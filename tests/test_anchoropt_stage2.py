@@ -11,7 +11,7 @@ import yaml
 from anchoropt.cli.errors import run_cli
 from anchoropt.cli.positions import main as positions_main
 from anchoropt.config import build_config
-from anchoropt.engine import load_checkpoint
+from anchoropt.engine import TRAINER_REGISTRY, load_checkpoint
 from anchoropt.errors import CheckpointError, ConfigError
 from anchoropt.method.anchor_checkpoint import load_anchor, save_anchor
 from anchoropt.method.position_export import position_settings, positions_from_checkpoint
@@ -30,6 +30,7 @@ from tests.support.anchoropt_runs import (
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import REPO, write_dataset
 from tests.support.method_fixtures import write_official_checkpoint
+from trainers.anchoropt_config import ignored_setting_warnings
 from trainers.anchoropt_stage2 import AnchorOPTStageII, StageIISettings, scoring_summary
 
 pytestmark = pytest.mark.filterwarnings("ignore:description file .* fewer than")
@@ -238,16 +239,22 @@ def test_trainer_checks_the_contract_when_it_adopts_the_model(env, tmp_path, mon
         )
 
 
-def test_scoring_summary_counts_each_rule():
+def test_scoring_summary_records_the_rule_and_counts_each_kind():
     seen = torch.tensor([True, True, False])
-    assert scoring_summary(seen, "auto") == {
-        "mode": "auto",
+    assert scoring_summary(seen, "per_class") == {
+        "mode": "per_class",
+        "rule": "per_class",
+        "rule_text": "learned prompt for trained classes (by name), ensemble for the others",
         "num_classes": 3,
         "seen_classes": 2,
         "normal_classes": 2,
         "ensemble_classes": 1,
         "anchor_classes": 0,
     }
+    auto = scoring_summary(seen, "auto")
+    assert (auto["rule"], auto["normal_classes"], auto["ensemble_classes"]) == ("ensemble", 0, 3)
+    trained_set = scoring_summary(torch.ones(3, dtype=torch.bool), "auto")
+    assert (trained_set["rule"], trained_set["normal_classes"], trained_set["ensemble_classes"]) == ("normal", 3, 0)
     assert scoring_summary(seen, "anchor")["anchor_classes"] == 3
 
 
@@ -378,10 +385,12 @@ def test_new_evaluation_uses_the_ensemble_and_repeats_exactly(env, trained):
     assert normal["scoring"]["normal_classes"] == len(env.new_classes)
 
 
-def test_inference_rule_per_class_on_a_mixed_class_set(env, trained):
-    args = env.args("CoOp_AnchorOPT", env.root / "eval_all_direct", subsample="all")
-    trainer = build_trainer_from_args(args)
+def scored_columns(env, trained, out, *opts, subsample="all", dataset=None, trained_classnames=None):
+    """(combined logits, z_n, z_a, trainer) of one test batch under the trainer's scoring rule."""
+    trainer = build_trainer_from_args(env.args("CoOp_AnchorOPT", out, *opts, subsample=subsample, dataset=dataset))
     trainer.load_model(str(trained["out"]), epoch=EPOCHS)
+    if trained_classnames is not None:
+        trainer.trained_classnames = list(trained_classnames)
     trainer.set_model_mode("eval")
     image = next(iter(trainer.test_loader))["img"]
     with torch.no_grad():
@@ -391,12 +400,50 @@ def test_inference_rule_per_class_on_a_mixed_class_set(env, trained):
         features = model.image_encoder(image)
         normal = scaled_logits(features, model.prompt_state(), model.logit_scale)
         anchor = scaled_logits(features, model.anchor_text_features(), model.logit_scale)
+    return logits, normal, anchor, trainer
+
+
+def test_inference_rule_per_evaluation_set_and_per_class_on_a_mixed_class_set(env, trained):
+    logits, normal, anchor, trainer = scored_columns(env, trained, env.root / "eval_all_direct")
     seen = [name in env.base_classes for name in trainer.classnames]
     assert sum(seen) == len(env.base_classes) and len(seen) == len(env.dataset.classnames)
+    # default: a class set that is not the trained one is scored with the ensemble for every class
+    assert torch.allclose(logits, (normal + anchor) / 2, atol=1e-5)
+    scoring = trainer.results_extras()["scoring"]
+    assert (scoring["rule"], scoring["ensemble_classes"]) == ("ensemble", len(seen))
+    # the explicit per-class mode mixes by name
+    logits, normal, anchor, trainer = scored_columns(
+        env, trained, env.root / "eval_all_per_class", "TRAINER.ANCHOROPT.SCORING_MODE", "per_class"
+    )
     for column, is_seen in enumerate(seen):
         expected = normal[:, column] if is_seen else (normal[:, column] + anchor[:, column]) / 2
         assert torch.allclose(logits[:, column], expected, atol=1e-5)
-    assert trainer.results_extras()["scoring"]["ensemble_classes"] == len(env.new_classes)
+    scoring = trainer.results_extras()["scoring"]
+    assert (scoring["rule"], scoring["ensemble_classes"]) == ("per_class", len(env.new_classes))
+
+
+def test_cross_dataset_target_sharing_class_names_is_scored_with_the_ensemble_throughout(env, trained, tmp_path):
+    """A source that shares names with the target (ImageNet and OxfordPets share 16 breeds): one rule for all."""
+    target = write_dataset("EuroSAT", env.root / "data", n_classes=3, n_per_class=6)
+    shared = target.classnames[:2]  # the source was trained on two of the target's names, and on others
+    source_classes = [*env.base_classes, *shared]
+    logits, normal, anchor, trainer = scored_columns(
+        env, trained, tmp_path / "auto", dataset=target, trained_classnames=source_classes
+    )
+    assert trainer.results_extras()["scoring"]["seen_classes"] == 2
+    assert torch.allclose(logits, (normal + anchor) / 2, atol=1e-5)
+    assert trainer.results_extras()["scoring"]["rule"] == "ensemble"
+    logits, normal, anchor, trainer = scored_columns(
+        env,
+        trained,
+        tmp_path / "mixed",
+        "TRAINER.ANCHOROPT.SCORING_MODE",
+        "per_class",
+        dataset=target,
+        trained_classnames=source_classes,
+    )
+    assert torch.allclose(logits[:, :2], normal[:, :2], atol=1e-5)
+    assert torch.allclose(logits[:, 2], (normal[:, 2] + anchor[:, 2]) / 2, atol=1e-5)
 
 
 def test_cross_dataset_evaluation_uses_the_stored_source_anchor(env, trained):
@@ -592,3 +639,45 @@ def test_stage2_shared_and_cross_dataset_configs():
     )
     c = cfg.TRAINER.ANCHOROPT
     assert (c.N_CTX, cfg.OPTIM.MAX_EPOCH, c.PROMPT_CE_WEIGHT, c.KD_WEIGHT, c.KD_TEMPERATURE) == (4, 20, 1.0, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------- settings an AnchorOPT trainer ignores
+
+
+@pytest.mark.parametrize("trainer", ["CoOp_AnchorOPT", "CoCoOp_AnchorOPT", "MaPLe_AnchorOPT", "DePT_AnchorOPT"])
+def test_baseline_context_settings_are_reported_when_set_but_ignored(trainer):
+    node = TRAINER_REGISTRY.get(trainer).PREC_KEY.split(".")[1]  # COOP, COCOOP, MAPLE
+    assert ignored_setting_warnings(build_config(), node, trainer) == []  # defaults: nothing to say
+    cfg = build_config(opts=[f"TRAINER.{node}.N_CTX", "12", f"TRAINER.{node}.CTX_INIT", "a picture of"])
+    messages = ignored_setting_warnings(cfg, node, trainer)
+    assert len(messages) == 2
+    assert (
+        f"TRAINER.{node}.N_CTX=12 is ignored by {trainer}" in messages[0]
+        and "TRAINER.ANCHOROPT.N_CTX (4)" in messages[0]
+    )
+    assert f"TRAINER.{node}.CTX_INIT='a picture of' is ignored" in messages[1]
+    same = build_config(opts=[f"TRAINER.{node}.N_CTX", "8", "TRAINER.ANCHOROPT.N_CTX", "8"])
+    assert ignored_setting_warnings(same, node, trainer) == []  # the value used anyway: no warning
+
+
+def test_use_anchoropt_is_documented_as_without_effect_and_reported(env, tmp_path):
+    messages = ignored_setting_warnings(build_config(opts=["TRAINER.ANCHOROPT.USE_ANCHOROPT", "True"]), "COOP", "X")
+    assert messages == [
+        "TRAINER.ANCHOROPT.USE_ANCHOROPT has no effect (as in the official code): the trainer decides (--trainer X)"
+    ]
+    args = env.args(
+        "CoOp_AnchorOPT",
+        tmp_path / "out",
+        "TRAINER.ANCHOROPT.ANCHOR_PATH",
+        str(env.stage1),
+        "TRAINER.COOP.N_CTX",
+        "12",
+        "TRAINER.ANCHOROPT.USE_ANCHOROPT",
+        "True",
+    )
+    with pytest.warns(UserWarning) as caught:
+        trainer = build_trainer_from_args(args)
+    texts = [str(w.message) for w in caught]
+    assert any("TRAINER.COOP.N_CTX=12 is ignored by CoOp_AnchorOPT" in t for t in texts)
+    assert any("USE_ANCHOROPT has no effect" in t for t in texts)
+    assert trainer.model.prompt_learner.n_ctx == 4  # what is used: TRAINER.ANCHOROPT.N_CTX

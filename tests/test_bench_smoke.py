@@ -102,6 +102,7 @@ def test_measure_records_for_each_benchmark():
     assert bench_stage1.steps_per_epoch({"num_classes": 100, "shots": 16, "batch_size": 32}) == 50
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_one_case_runs_in_its_own_process():
     result = run_case_in_subprocess(
         bench_stage2_step.MODULE,

@@ -110,7 +110,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full; the earlier checkpoints in .* are intact"):
         save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "epoch": 1}, str(tmp_path))
     monkeypatch.undo()
     assert open(path, "rb").read() == before

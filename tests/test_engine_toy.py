@@ -138,6 +138,7 @@ def test_eval_only_reproduces_accuracy(trained, toy_root, tmp_path):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_resume_after_sigkill_matches_uninterrupted_run(engine, toy_root, tmp_path, trained):
     out = tmp_path / f"killed_{engine}"
     args = toy_args(toy_root, out)

@@ -119,6 +119,60 @@ def test_carried_state_is_read_through_p_so_its_gradient_reaches_theta():
     assert logits.grad.abs().sum() > 0
 
 
+def test_legacy_read_is_one_position_early_and_hard_so_no_gradient_reaches_theta_through_it():
+    hidden = torch.randn(2, 6, 5)
+    logits = torch.zeros(3, 3, requires_grad=True)
+    soft = torch.nn.functional.softmax(logits, dim=-1)
+    matrix = order_matrix([1, 2, 0]) - soft.detach() + soft
+    state = carried_anchor_state(hidden, matrix, num_ctx=2, slot_start=0, hard=True)
+    assert torch.equal(state, hidden[:, 1:2])  # A1 is in slot 1 -> read at position 1, the official index
+    assert not state.requires_grad  # the hard index: nothing reaches Θ through the read
+    missing = carried_anchor_state(hidden, order_matrix([0, 1, 0]), num_ctx=2, slot_start=0, hard=True)
+    assert not missing.any()  # no slot holds the anchor: zeros, as the default
+
+
+def test_legacy_model_carries_the_state_of_the_position_before_the_anchor_slot(deep_clip):
+    depth = 3
+    learner = learner_for(deep_clip, depth, "anchor_middle", legacy=True)  # V1 V2 A V3 V4: anchor in slot 2
+    seen = text_layer_inputs(deep_clip, learner)
+    for layer in range(1, depth):
+        before = previous_output(deep_clip, seen, layer)
+        torch.testing.assert_close(seen[layer][1 + 2], before[2], rtol=0, atol=1e-6)  # position 2 = slot 1's token
+
+
+def anchors_two(seed=5):
+    return torch.randn(2, 64, generator=torch.Generator().manual_seed(seed)) * 0.5
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_anchor_len_two_carries_each_anchor_token_from_its_own_slot(deep_clip, legacy):
+    learner = randomize_(
+        MaPLeAnchorOPTPromptLearner(
+            deep_clip, CLASSES, n_ctx=M, anchor_len=2, anchor=anchors_two(), prompt_depth=3, legacy=legacy
+        )
+    )
+    # slots <- sources [V1..V4, A1, A2]: "A2 V1 A1 V2 A2 V3": A1 in slot 2, A2 first in slot 0 (and again in 4)
+    order = [5, 0, 4, 1, 5, 2]
+    seen = text_layer_inputs(deep_clip, learner, order_matrix(order))
+    offset = 0 if legacy else 1  # LEGACY reads one position early
+    with torch.no_grad():
+        assert torch.allclose(seen[0][1 + 2], (learner.anchor[0] + deep_clip.positional_embedding[3]).expand(3, -1))
+        for layer in (1, 2):
+            before = previous_output(deep_clip, seen, layer)
+            for slot, source in enumerate(order):
+                if source < M:
+                    assert torch.equal(
+                        seen[layer][1 + slot], learner.compound_prompts_text[layer - 1][source].expand(3, -1)
+                    )
+            torch.testing.assert_close(seen[layer][1 + 2], before[offset + 2], rtol=0, atol=1e-6)  # A1
+            for slot in (0, 4):  # A2, read where it first appears
+                torch.testing.assert_close(seen[layer][1 + slot], before[offset + 0], rtol=0, atol=1e-6)
+    model = MaPLeAnchorOPTCLIP(deep_clip, learner.train())
+    normal, _ = model.branch_logits(images())
+    normal.sum().backward()
+    assert learner.positions.logits.grad.abs().sum() > 0 and learner.anchor.grad is None
+
+
 def test_depth_one_identity_without_vision_prompts_is_coop_anchoropt(deep_clip):
     maple = learner_for(deep_clip, depth=1, mode="identity", vision_prompts=False)
     coop = AnchorOPTPromptLearner(
@@ -271,6 +325,7 @@ def run_args(data_root, clip_file, out, *extra, flags=()):
     ]
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_trains_on_base_and_scores_new_classes_with_the_ensemble(dataset_writer, deep_clip_file, tmp_path, monkeypatch):
     info = dataset_writer("Caltech101")
     n_base = math.ceil(info.num_classes / 2)

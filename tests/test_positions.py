@@ -1,9 +1,12 @@
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from anchoropt.config import build_config
 from anchoropt.errors import ConfigError
 from anchoropt.method.position_plot import HeatmapLayout, render_position_matrix
 from anchoropt.method.positions import (
@@ -15,6 +18,9 @@ from anchoropt.method.positions import (
     slot_sources,
     source_slots,
 )
+from anchoropt.models.stage2_base import AnchorOPTPromptLearner
+from tests.support.clip_fixtures import tiny_clip  # noqa: F401
+from trainers.anchoropt_stage2 import AnchorOPTStageII, StageIISettings
 
 
 def _stack(num_ctx: int, anchor_len: int, width: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,3 +247,33 @@ def test_position_plot_png_has_expected_size_and_shades_cells_by_value(tmp_path)
     high, low = sample(0, 4), sample(0, 0)
     assert sum(high) < sum(low) - 200  # the high-value cell is much darker
     assert sample(1, 1) == low  # equal values, equal colours
+
+
+# ---- GUMBEL_TEMP and the straight-through gradient --------------------------------------------------------------
+def test_gumbel_temperature_shapes_the_sample_and_the_straight_through_gradient_is_the_soft_samples():
+    """P = one-hot(argmax(Θ + g)) in value; dL/dΘ equals that of softmax((Θ + g)/τ), so τ changes the gradient."""
+    theta = torch.randn(5, 5, generator=torch.Generator().manual_seed(3))
+    weights = torch.randn(5, 5, generator=torch.Generator().manual_seed(4))
+    grads = {}
+    for tau in (0.3, 2.0):
+        positions = PositionMatrix(4, 1, "learned", tau=tau).train()
+        with torch.no_grad():
+            positions.logits.copy_(theta)
+        torch.manual_seed(11)  # torch's gumbel_softmax draws its noise as -log(Exp(1)) from the global stream
+        noise = -torch.empty(5, 5).exponential_().log()
+        torch.manual_seed(11)
+        matrix = positions()
+        assert torch.equal(matrix.detach(), F.one_hot((theta + noise).argmax(-1), 5).float())  # hard: τ-independent
+        (matrix * weights).sum().backward()
+        soft_theta = theta.clone().requires_grad_(True)
+        (((soft_theta + noise) / tau).softmax(-1) * weights).sum().backward()
+        torch.testing.assert_close(positions.logits.grad, soft_theta.grad, rtol=1e-5, atol=1e-7)
+        grads[tau] = positions.logits.grad
+    assert not torch.allclose(grads[0.3], grads[2.0], rtol=0.05)
+
+
+def test_gumbel_temp_setting_reaches_the_position_matrix(tiny_clip):  # noqa: F811
+    settings = StageIISettings.from_cfg(build_config(opts=["TRAINER.ANCHOROPT.GUMBEL_TEMP", "0.25"]))
+    options = AnchorOPTStageII.learner_options(SimpleNamespace(stage2=settings, cfg=build_config()))
+    learner = AnchorOPTPromptLearner(tiny_clip, ["dog", "cat"], **options)
+    assert learner.positions.tau == 0.25

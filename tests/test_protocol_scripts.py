@@ -7,6 +7,7 @@ random CLIP on generated datasets, then ``anchoropt-results`` on their output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -104,6 +105,8 @@ def fake_repo(tmp_path) -> Path:
         "trainers/CoOp_AnchorOPT/base2new/oxford_pets.yaml",
         "trainers/CoOp_AnchorOPT/cross_dataset.yaml",
         "trainers/AnchorOPT_StageI/vit_b16.yaml",
+        "trainers/AnchorOPT_StageI/released.yaml",
+        "trainers/AnchorOPT_StageI/mse_only.yaml",
         "trainers/AnchorOPT_StageI/cross_dataset.yaml",
     ]  # no Stage I per-dataset file: it must be left out
     for rel in files:
@@ -145,9 +148,10 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
             STAGE1_OPTS="OPTIM.MAX_EPOCH 1 OPTIM.LR 0.5",
         )
     )
-    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--trainer") == "AnchorOPT_StageI" and stage1.flag("--output-dir") == str(anchor_dir)
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]  # its per-dataset file does not exist
+    # its per-dataset file does not exist here; the recipe (released by default) comes last
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
     assert stage1.opt("MODEL.BACKBONE.PATH") == "w.pt" and stage1.opt("TRAINER.ANCHOROPT.N_CTX") == "8"
     assert [v for k, v in stage1.opts if k == "OPTIM.MAX_EPOCH"] == ["1"]  # Stage II's epochs never reach Stage I
     assert stage1.opt("OPTIM.LR") == "0.5"
@@ -163,8 +167,23 @@ def test_anchoropt_train_runs_stage1_then_stage2_with_split_options(fake_repo):
     assert stage2.python == sys.executable and "--eval-only" not in stage2.flags
 
 
+def test_stage1_recipe_is_chosen_by_name_and_layered_last(fake_repo):
+    out = fake_repo.parent / "out"
+    stage1, _ = commands(dry(fake_repo, "cross_dataset/train.sh", "1", STAGE1_CFG="mse_only"))
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/mse_only.yaml",
+    ]
+    assert stage1.flag("--output-dir") == str(
+        out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/mse_only/seed1"
+    )
+    proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", STAGE1_CFG="mse_olny")
+    assert proc.returncode != 0 and "no Stage I recipe" in proc.stderr and "released or mse_only" in proc.stderr
+
+
 def test_existing_or_given_anchor_skips_stage1(fake_repo):
-    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    anchor_dir = fake_repo.parent / "out/base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     anchor_dir.mkdir(parents=True)
     (anchor_dir / "anchor.pth").write_bytes(b"")
     (only,) = commands(dry(fake_repo, "base2new/train.sh", "oxford_pets", "1"))
@@ -179,9 +198,13 @@ def test_cross_dataset_train_uses_imagenet_all_classes_and_protocol_layers(fake_
     for cmd in (stage1, stage2):
         assert cmd.flag("--dataset-config-file") == str(fake_repo / "configs/datasets/imagenet.yaml")
         assert cmd.opts[-2:] == [("DATASET.SUBSAMPLE_CLASSES", "all"), ("RUN.PROTOCOL", "cross_dataset")]
-    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/cross_dataset.yaml"]
+    assert stage1.configs(fake_repo) == [
+        "AnchorOPT_StageI/vit_b16.yaml",
+        "AnchorOPT_StageI/cross_dataset.yaml",
+        "AnchorOPT_StageI/released.yaml",
+    ]
     assert stage2.configs(fake_repo) == ["CoOp_AnchorOPT/vit_b16.yaml", "CoOp_AnchorOPT/cross_dataset.yaml"]
-    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/vit_b16/seed3"
+    anchor_dir = out / "cross_dataset/train/imagenet/shots_16/AnchorOPT_StageI/released/seed3"
     assert stage1.flag("--output-dir") == str(anchor_dir)
     assert stage2.opt("TRAINER.ANCHOROPT.ANCHOR_PATH") == stage1.flag("--output-dir")
 
@@ -203,7 +226,7 @@ def test_test_sh_loads_the_epoch_the_training_run_tested(fake_repo):
 def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
     out = fake_repo.parent / "out"
     finish(out / "base2new/train_base/oxford_pets/shots_16/CoOp_AnchorOPT/vit_b16/seed1", max_epoch=4)
-    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    stage1_dir = out / "base2new/train_base/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     finish(stage1_dir, max_epoch=9)
     stage2, stage1 = commands(dry(fake_repo, "base2new/test.sh", "oxford_pets", "1", "OPTIM.LR", "1"))
     assert (stage2.flag("--trainer"), stage2.flag("--load-epoch")) == ("CoOp_AnchorOPT", "4")
@@ -213,8 +236,9 @@ def test_test_sh_also_evaluates_the_stage1_anchor_alone(fake_repo):
         str(stage1_dir),
         "9",
     )
-    assert stage1.opt("OPTIM.LR") is None and stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml"]
-    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/vit_b16/seed1"
+    assert stage1.opt("OPTIM.LR") is None
+    assert stage1.configs(fake_repo) == ["AnchorOPT_StageI/vit_b16.yaml", "AnchorOPT_StageI/released.yaml"]
+    stage1_eval_dir = out / "base2new/test_new/oxford_pets/shots_16/AnchorOPT_StageI/released/seed1"
     assert stage1.flag("--output-dir") == str(stage1_eval_dir)
 
 
@@ -262,6 +286,8 @@ def test_unfinished_run_is_resumed_in_place(fake_repo):
 
 
 def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
+    for folder in ("oxford_pets", "imagenet"):
+        (fake_repo.parent / "data" / folder).mkdir()
     cmds = commands(
         dry(
             fake_repo,
@@ -278,6 +304,52 @@ def test_run_all_trains_then_tests_every_dataset_and_seed(fake_repo):
         (d, s, evaluates) for d in ("oxford_pets", "imagenet") for s in ("1", "2") for evaluates in (False, True)
     ]
     assert all(c.opt("OPTIM.MAX_EPOCH") == "3" for c in cmds)
+
+
+def test_run_all_runs_the_datasets_present_and_lists_the_skipped_ones(fake_repo):
+    data = fake_repo.parent / "data"
+    (data / "oxford_pets").mkdir()
+    proc = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat oxford_pets dtd", SEEDS="1")
+    assert [Path(c.flag("--dataset-config-file")).stem for c in commands(proc)] == ["oxford_pets", "oxford_pets"]
+    skipped = [line for line in proc.stdout.splitlines() if " skipped " in line]
+    assert skipped == [
+        f"[base2new/run_all.sh] skipped {name}: no folder {data / name} (see CoOp's DATASETS.md, or "
+        "anchoropt-prepare-data)"
+        for name in ("eurosat", "dtd")
+    ]
+    none = dry(fake_repo, "base2new/run_all.sh", TRAINER="CoOp", DATASETS="eurosat dtd", SEEDS="1")
+    assert none.returncode == 2 and none.stdout == "" and len(none.stderr.splitlines()) == 1
+    assert none.stderr.startswith("error: none of the datasets (eurosat dtd) is under DATA=")
+
+
+def test_trainer_typo_lists_the_valid_trainers_and_the_closest_before_anything_runs(fake_repo):
+    for trainer, guess in (("CoOP", "CoOp"), ("CoOp_AnchorOTP", "CoOp_AnchorOPT"), ("Nonsense", "")):
+        proc = dry(fake_repo, "base2new/train.sh", "oxford_pets", "1", TRAINER=trainer)
+        assert proc.returncode == 2 and proc.stdout == ""  # not even Stage I ran
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith(f"error: unknown TRAINER '{trainer}' (no folder configs/trainers/{trainer}); ")
+        assert line.endswith("valid trainers: AnchorOPT_StageI CoOp CoOp_AnchorOPT ZeroshotCLIP")
+        assert (f"did you mean {guess}? " in line) == bool(guess)
+
+
+def test_test_sh_hint_repeats_the_trainer_and_the_options(fake_repo):
+    out = fake_repo.parent / "out"
+    proc = run_script(
+        "base2new/test.sh",
+        *("oxford_pets", "1", "OPTIM.MAX_EPOCH", "3", "TRAINER.COOP.N_CTX", "4"),
+        repo=fake_repo,
+        DATA=".",
+        OUTPUT=str(out),
+        TRAINER="CoOp",
+        CFG="vit_b16",
+        SHOTS="4",
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith(
+        f"run first: TRAINER=CoOp CFG=vit_b16 SHOTS=4 OUTPUT={out} bash scripts/base2new/train.sh oxford_pets 1 "
+        "OPTIM.MAX_EPOCH 3 TRAINER.COOP.N_CTX 4"
+    )
 
 
 def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
@@ -340,7 +412,7 @@ def test_shots_paths_cwd_and_default_output(fake_repo, tmp_path):
             "base2new/test.sh",
             ["oxford_pets", "1"],
             {"DATA": ".", "TRAINER": "CoOp"},
-            "run first: bash scripts/base2new/train.sh oxford_pets 1",
+            "run first: TRAINER=CoOp OUTPUT=",
         ),
     ],
 )
@@ -439,8 +511,9 @@ def run_ok(script: str, *args: str, **env: str) -> str:
 
 
 def run_dir(
-    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = "vit_b16"
+    root: Path, kind: str, trainer: str, dataset: str = "oxford_pets", protocol: str = "base2new", cfg: str = ""
 ) -> Path:
+    cfg = cfg or ("released" if trainer == "AnchorOPT_StageI" else "vit_b16")  # Stage I: the default recipe
     return root / "output" / protocol / kind / dataset / "shots_16" / trainer / cfg / "seed1"
 
 
@@ -459,6 +532,7 @@ def pets_row(data: dict, trainer: str) -> dict:
     return [r for r in m["datasets"] if r["dataset"] == "OxfordPets"][0]
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_base2new_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     train_out, _ = succeeded(chains["CoOp"])
@@ -475,9 +549,10 @@ def test_coop_base2new_end_to_end(e2e, chains, capsys):
     capsys.readouterr()
     assert results_main([str(root / "output"), "--seeds", "1"]) == 0
     text = [line for line in capsys.readouterr().out.splitlines() if line.startswith("OxfordPets")][0]
-    assert f"{b:.2f} ± 0.00" in text and f"{n:.2f} ± 0.00" in text and f"{2 * b * n / (b + n):.2f}" in text
+    assert f"{b:.2f} / {n:.2f} / {2 * b * n / (b + n):.2f}" in text
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_finished_run_is_not_redone(e2e, chains):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -489,6 +564,24 @@ def test_finished_run_is_not_redone(e2e, chains):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
+def test_run_all_skips_an_absent_dataset_and_still_prints_the_table(e2e, chains):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    proc = run_script(
+        "base2new/run_all.sh", *opts, cwd="/", TRAINER="CoOp", DATASETS="eurosat oxford_pets", SEEDS="1", **env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "already finished, not retrained" in proc.stdout and "Loading trainer" not in proc.stdout
+    table = [line for line in proc.stdout.splitlines() if line.startswith("OxfordPets")]
+    assert table and "CoOp" in proc.stdout
+    tail = proc.stdout.splitlines()[-1]
+    assert tail == f"[base2new/run_all.sh] skipped eurosat: no folder {root / 'data' / 'eurosat'} (see CoOp's " + (
+        "DATASETS.md, or anchoropt-prepare-data)"
+    )
+
+
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp"])
@@ -521,6 +614,7 @@ def test_coop_anchoropt_base2new_end_to_end_beside_coop(e2e, chains, capsys):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_cross_dataset_end_to_end(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["cross"])
@@ -547,6 +641,7 @@ VARIANT_CFGS = {
 }
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_table(e2e, chains, capsys):
     root, opts, env = e2e
     succeeded(chains["CoOp_AnchorOPT"])  # its Stage I anchor for oxford_pets, seed 1 is shared by the variants
@@ -589,3 +684,142 @@ def test_every_baseline_with_and_without_anchoropt_through_the_scripts_in_one_ta
     header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Dataset")][0]
     for trainer in [*VARIANT_CFGS, "CoOp", "CoOp_AnchorOPT"]:
         assert trainer in header.split()
+
+
+# ---- run identity: a changed command never reuses, resumes into or overwrites another run ----------------------
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder``: its sha256 and mtime."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for part in parts:
+        assert part in lines[0]
+    return lines[0]
+
+
+def run_config(folder: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(json.loads((folder / "results.json").read_text())["config"])
+
+
+def test_changed_options_after_a_finished_run_stop_the_scripts(e2e, chains):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    train_dir, test_dir = run_dir(root, "train_base", "CoOp"), run_dir(root, "test_new", "CoOp")
+    n_ctx = run_config(train_dir)["TRAINER"]["COOP"]["N_CTX"]
+    before = snapshot(root / "output")
+    changed = [*opts, "OPTIM.MAX_EPOCH", "3", "TRAINER.COOP.N_CTX", "8"]
+    proc = run_script("base2new/train.sh", "oxford_pets", "1", *changed, cwd="/", TRAINER="CoOp", **env)
+    line = one_line_error(
+        proc, f"{train_dir} holds a finished run", f"OPTIM.MAX_EPOCH: 2 -> 3, TRAINER.COOP.N_CTX: {n_ctx} -> 8"
+    )
+    assert "OUTPUT=" in line and "OVERWRITE=1" in line
+    proc = run_script("base2new/test.sh", "oxford_pets", "1", *changed, cwd="/", TRAINER="CoOp", **env)
+    one_line_error(proc, f"{test_dir} holds a finished run", f"TRAINER.COOP.N_CTX: {n_ctx} -> 8")
+    assert snapshot(root / "output") == before
+
+
+def test_changed_options_after_an_interrupted_run_stop_the_script_and_the_same_ones_resume(e2e, chains, tmp_path):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    finished = run_dir(root, "train_base", "CoOp")
+    out = tmp_path / "output"
+    interrupted = out / finished.relative_to(root / "output")
+    # What a run killed after its last checkpoint leaves: checkpoints, log, identity; no results yet.
+    shutil.copytree(finished, interrupted, ignore=shutil.ignore_patterns("results*.json"))
+    before = snapshot(out)
+    env = {**env, "OUTPUT": str(out)}
+    proc = run_script(
+        "base2new/train.sh", "oxford_pets", "1", *opts, "OPTIM.LR", "0.02", cwd="/", TRAINER="CoOp", **env
+    )
+    one_line_error(proc, f"{interrupted} holds an interrupted run", "OPTIM.LR: 0.01 -> 0.02")
+    assert snapshot(out) == before
+    resumed = run_ok("base2new/train.sh", "oxford_pets", "1", *opts, TRAINER="CoOp", **env)
+    assert f"resuming the unfinished run in {interrupted}" in resumed
+    assert accuracy(interrupted) == accuracy(finished)
+
+
+def test_stage1_reuse_is_checked_against_the_anchors_provenance(e2e, chains):
+    root, opts, env = e2e
+    succeeded(chains["CoOp_AnchorOPT"])
+    stage1 = run_dir(root, "train_base", "AnchorOPT_StageI")
+    before = snapshot(root / "output")
+    proc = run_script(
+        "base2new/train.sh", "oxford_pets", "1", *opts, cwd="/", TRAINER="CoOp_AnchorOPT",
+        **{**env, "STAGE1_OPTS": "OPTIM.MAX_EPOCH 2"},
+    )  # fmt: skip
+    one_line_error(proc, f"{stage1} holds a finished run", "(OPTIM.MAX_EPOCH: 1 -> 2)")
+    descriptions = root / "descriptions.json"
+    original = descriptions.read_bytes()
+    lacking = json.loads(original)
+    lacking.pop(sorted(lacking)[0])  # a class less: a fresh Stage I would refuse it
+    try:
+        descriptions.write_text(json.dumps(lacking))
+        proc = run_script("base2new/train.sh", "oxford_pets", "1", *opts, cwd="/", TRAINER="CoOp_AnchorOPT", **env)
+        one_line_error(proc, f"{stage1} holds a finished run", f"descriptions file {descriptions} (sha256)")
+    finally:
+        descriptions.write_bytes(original)
+    assert snapshot(root / "output") == before
+
+
+def test_overwrite_moves_the_earlier_run_aside_and_tables_name_the_backbone_loaded(
+    e2e,
+    chains,
+    tmp_path,
+    tiny_clip_state_dict_file,
+    capsys,  # noqa: F811
+):
+    root, opts, env = e2e
+    succeeded(chains["CoOp"])
+    out = tmp_path / "output"
+    earlier = out / run_dir(root, "train_base", "CoOp").relative_to(root / "output")
+    shutil.copytree(run_dir(root, "train_base", "CoOp"), earlier)
+    before = snapshot(earlier)
+    named = tmp_path / "weights" / "ViT-B-16.pt"  # named like OpenAI's file; holds the tiny CLIP
+    named.parent.mkdir()
+    shutil.copy(tiny_clip_state_dict_file, named)
+    changed = [*opts, "MODEL.BACKBONE.PATH", str(named), "OPTIM.MAX_EPOCH", "1"]
+    stdout = run_ok(
+        "base2new/train.sh",
+        "oxford_pets",
+        "1",
+        *changed,
+        TRAINER="CoOp",
+        **{**env, "OUTPUT": str(out), "OVERWRITE": "1"},
+    )
+    aside = Path(f"{earlier}.replaced-1")
+    assert "moved aside" in stdout and snapshot(aside) == before  # moved, not changed, not deleted
+    record = json.loads((earlier / "results.json").read_text())
+    assert run_config(earlier)["OPTIM"]["MAX_EPOCH"] == 1
+    sha = hashlib.sha256(named.read_bytes()).hexdigest()
+    assert record["backbone"] == f"ViT-B-16.pt@{sha[:8]}" and record["backbone_identity"]["sha256"] == sha
+
+    capsys.readouterr()
+    assert results_main([str(out), "--seeds", "1", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert "left out 1 results file(s) of runs moved aside" in captured.err
+    (group,) = json.loads(captured.out)["base2new"]
+    assert group["backbone"] == record["backbone"]
+    # Beside the earlier run (another backbone file): two groups, never one cell; no published numbers for either.
+    (out / "earlier").mkdir()
+    shutil.copy(aside / "results.json", out / "earlier" / "results.json")
+    assert results_main([str(out), "--seeds", "1", "--format", "json", "--paper"]) == 0
+    groups = json.loads(capsys.readouterr().out)["base2new"]
+    tiny = hashlib.sha256(Path(tiny_clip_state_dict_file).read_bytes()).hexdigest()[:8]
+    assert sorted(g["backbone"] for g in groups) == sorted(
+        [record["backbone"], f"{Path(tiny_clip_state_dict_file).name}@{tiny}"]
+    )
+    for g in groups:
+        pets = [r for r in g["datasets"] if r["dataset"] == "OxfordPets"][0]
+        assert pets["paper"] is None and g["average"]["paper"] is None
+    means = sorted(pets_row({"base2new": [g]}, "CoOp")["base"]["mean"] for g in groups)
+    assert means == sorted([accuracy(earlier), accuracy(aside)])

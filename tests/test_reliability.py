@@ -275,7 +275,8 @@ def test_undecodable_image_names_the_file_also_from_dataloader_workers(env, tmp_
     info = write_dataset("OxfordPets", tmp_path / "data", n_classes=6, n_per_class=10)
     split = json.loads((info.dataset_dir / "split_zhou_OxfordPets.json").read_text())
     broken = info.dataset_dir / "images" / split["test"][1][0]
-    broken.write_bytes(b"this is not a jpeg")
+    # A JPEG signature passes the start-up check (it reads headers only); the loader decodes and names the file.
+    broken.write_bytes(b"\xff\xd8\xffthis is not a jpeg")
     args = with_root(
         env.args("ZeroshotCLIP", tmp_path / "out", "DATALOADER.NUM_WORKERS", str(workers), subsample="all"), info.root
     )
@@ -331,6 +332,7 @@ def test_model_dir_without_checkpoint(env, anchor_file, tmp_path):
         main(args)
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_model_dir_trained_with_another_n_ctx(env, anchor_file, runs, tmp_path):
     args = stage2_args(
         env,
@@ -352,7 +354,8 @@ def test_model_dir_trained_with_another_n_ctx(env, anchor_file, runs, tmp_path):
     [
         (
             ("--trainer", "CoOp_AnchorOPTT"),
-            r"Unknown trainer 'CoOp_AnchorOPTT' \(--trainer\); registered: .*CoOp_AnchorOPT,",
+            r"Unknown trainer 'CoOp_AnchorOPTT' \(--trainer\); did you mean 'CoOp_AnchorOPT'\? "
+            r"registered: .*CoOp_AnchorOPT,",
         ),
         (("DATASET.NAME", "OxfordPetz"), r"Unknown dataset 'OxfordPetz'.*registered: .*OxfordPets"),
         (("TRAINER.ANCHOROPT.N_CTXX", "4"), r"TRAINER.ANCHOROPT.N_CTXX.*unknown config key"),
@@ -436,10 +439,12 @@ def test_non_finite_loss_advice_follows_the_precision_in_effect(prec, advice):
 # --------------------------------------------------------------------------- 3. interrupted runs
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_sigkill_mid_epoch_then_the_same_command_resumes_and_ends_like_an_uninterrupted_run(runs):
     assert runs.killed.returncode == -signal.SIGKILL, runs.killed.stderr[-2000:]
     assert runs.epochs_recorded_at_kill == [1]  # killed inside epoch 2
-    assert (runs.out / "log.txt").read_text().rstrip().splitlines()[-1].startswith("epoch [2/3] batch [1/3]")
+    killed_log = (runs.out / "log.txt").read_text().split("another run in this folder")[0]  # the resume appends
+    assert killed_log.rstrip().splitlines()[-2].startswith("epoch [2/3] batch [1/3]")
     assert runs.left_by_kill == ["checkpoint", "model.pth.tar-1"]  # the resume point of epoch 1, nothing half-written
     assert runs.resumed.returncode == 0, runs.resumed.stderr[-2000:]
     assert "will resume training" in runs.resumed.stdout and "Previous epoch: 1" in runs.resumed.stdout
@@ -451,6 +456,7 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_ends_like_an_uninte
     assert (runs.out / "positions.txt").read_text() == (runs.first / "positions.txt").read_text()
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_results_and_checkpoint_writes_are_atomic(env, anchor_file, runs, tmp_path, monkeypatch):
     out = tmp_path / "copy"
     shutil.copytree(runs.first, out)
@@ -466,7 +472,7 @@ def test_results_and_checkpoint_writes_are_atomic(env, anchor_file, runs, tmp_pa
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         trainer.write_results("test", {"accuracy": 0.0}, num_samples=1)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="No space left on device; the earlier checkpoints in .* are intact"):
         trainer.save_model(EPOCHS - 1, str(out))  # would replace model.pth.tar-3 and the pointer
     monkeypatch.undo()
     assert snapshot(out) == before  # old files intact, no temporary files left behind
@@ -476,6 +482,7 @@ def test_results_and_checkpoint_writes_are_atomic(env, anchor_file, runs, tmp_pa
 # --------------------------------------------------------------------------- 4. determinism
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_two_runs_with_the_same_seed_write_identical_results_apart_from_timing(runs):
     first, second = read_results(runs.first), read_results(runs.second)
     assert set(TIMING_KEYS) <= set(first)
@@ -570,6 +577,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_checkpoint_with_a_pickle_payload_is_refused_and_never_runs(env, anchor_file, runs, tmp_path, capsys):
     model_dir = tmp_path / "model_dir"
     marker = tmp_path / "payload_ran"
@@ -597,6 +605,7 @@ def test_checkpoint_with_a_pickle_payload_is_refused_and_never_runs(env, anchor_
 # --------------------------------------------------------------------------- 6. concurrency
 
 
+@pytest.mark.slow  # end to end through train.py subprocesses or scripts
 def test_a_second_job_on_the_same_output_dir_fails_fast_and_leaves_the_first_alone(env, anchor_file, tmp_path):
     out = tmp_path / "shared_out"
     barrier = tmp_path / "barrier"

@@ -5,6 +5,7 @@ import io
 import json
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -150,11 +151,13 @@ def test_missing_seed_and_dataset_are_shown_never_averaged(tree):
 
     text = render(load_report(str(tree.root)), "text")
     lines = {line.split("  ")[0]: line for line in text.splitlines()}
-    b = tree.values("base2new", "CoOp", "DescribableTextures", "new")
-    assert f"{statistics.mean(b):.2f} ± {statistics.pstdev(b):.2f} [2/3 seeds]" in lines["DTD"]
-    assert "(partial)" in lines["DTD"]
-    assert "missing" in lines["EuroSAT"]
-    assert lines["Average (11)"].count("incomplete (10/11)") == 6  # CoOp and CoOp_AnchorOPT, three cells each
+    n = tree.values("base2new", "CoOp", "DescribableTextures", "new")
+    b = tree.values("base2new", "CoOp", "DescribableTextures", "base")
+    partial = f"{statistics.mean(b):.2f} / {statistics.mean(n):.2f} / {hm(statistics.mean(b), statistics.mean(n)):.2f}"
+    assert f"{partial} [2/3 seeds]" in lines["DTD"]
+    assert "missing" in lines["EuroSAT"]  # CoOp_AnchorOPT has no EuroSAT run; the others have one
+    assert "not run" not in text
+    assert lines["Average (11)"].count("incomplete (10/11)") == 2  # CoOp and CoOp_AnchorOPT
     zs = method(data, "base2new", "ZeroshotCLIP")["average"]
     assert f"{zs['base']:.2f}" in lines["Average (11)"] and f"{zs['hm']:.2f}" in lines["Average (11)"]
 
@@ -162,23 +165,13 @@ def test_missing_seed_and_dataset_are_shown_never_averaged(tree):
 def test_side_by_side_text_row_holds_every_method(tree):
     text = render(load_report(str(tree.root)), "text")
     header = [line for line in text.splitlines() if line.startswith("Dataset")][0]
-    assert header.split() == ["Dataset"] + [
-        w for t in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT") for w in (t, "Base", t, "Novel", t, "HM")
-    ]
+    assert header.split() == ["Dataset", "ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"]  # one column per group
     row = [line for line in text.splitlines() if line.startswith("Caltech101")][0]
     expected = []
     for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
-        b = tree.values("base2new", trainer, "Caltech101", "base")
-        n = tree.values("base2new", trainer, "Caltech101", "new")
-        expected += [
-            f"{statistics.mean(b):.2f}",
-            "±",
-            f"{statistics.pstdev(b):.2f}",
-            f"{statistics.mean(n):.2f}",
-            "±",
-            f"{statistics.pstdev(n):.2f}",
-            f"{hm(statistics.mean(b), statistics.mean(n)):.2f}",
-        ]
+        b = statistics.mean(tree.values("base2new", trainer, "Caltech101", "base"))
+        n = statistics.mean(tree.values("base2new", trainer, "Caltech101", "new"))
+        expected += [f"{b:.2f}", "/", f"{n:.2f}", "/", f"{hm(b, n):.2f}"]
     assert row.split() == ["Caltech101"] + expected
 
 
@@ -364,3 +357,149 @@ def test_cli_formats_and_errors(tree, tmp_path, capsys):
     assert run_cli(results_main)([str(empty)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: No results.json files under") and len(err.splitlines()) == 1
+
+
+# ---- groups: trainer, backbone, config ---------------------------------------------------------
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def write_run(root, trainer, dataset, subsample, seed, acc, opts=(), backbone="ViT-B/16", folder="runs", model=None):
+    """A results file as train.py writes it, from the shipped config files (base2new layer included)."""
+    files = [CONFIGS / "trainers" / trainer / "vit_b16.yaml"]
+    layer = CONFIGS / "trainers" / trainer / "base2new" / f"{dataset}.yaml"
+    files += [layer] if layer.is_file() else []
+    out = root / folder / dataset / subsample / trainer / f"seed{seed}"
+    cfg = build_config(
+        str(CONFIGS / "datasets" / f"{dataset}.yaml"),
+        [str(f) for f in files],
+        [*opts, "DATASET.SUBSAMPLE_CLASSES", subsample, "SEED", str(seed), "RUN.PROTOCOL", "base2new"],
+        {
+            "TRAINER.NAME": trainer,
+            "OUTPUT_DIR": str(out),
+            "RUN.CONFIG_FILE": ",".join(map(str, files)),
+            "RUN.DATASET_CONFIG_FILE": str(CONFIGS / "datasets" / f"{dataset}.yaml"),
+            "DATASET.NUM_SHOTS": 16,
+        },
+    )
+    identity = {"label": backbone, "name": backbone if backbone == "ViT-B/16" else None}
+    record = build_record(
+        cfg,
+        "test",
+        {"accuracy": acc},
+        engine="builtin",
+        num_classes=2,
+        num_samples=6,
+        wall_time_s=1.0,
+        extra={"backbone": backbone, "backbone_identity": identity, **({"model": model} if model else {})},
+    )
+    out.mkdir(parents=True)
+    (out / RESULTS_FILE).write_text(json.dumps(record))
+    return cfg
+
+
+def test_runs_of_other_settings_are_another_group_marked_with_the_differing_keys(tmp_path):
+    shipped_epochs = build_config(
+        str(CONFIGS / "datasets/oxford_pets.yaml"), [str(CONFIGS / "trainers/CoOp/vit_b16.yaml")]
+    ).OPTIM.MAX_EPOCH
+    write_run(tmp_path, "CoOp", "oxford_pets", "base", 1, 70.0)
+    write_run(tmp_path, "CoOp", "oxford_pets", "new", 1, 60.0)
+    train_cfg = write_run(tmp_path, "CoOp", "oxford_pets", "base", 1, 80.0, ["OPTIM.MAX_EPOCH", "3"], folder="ab")
+    # The evaluation was given no OPTIM option; it is judged by the model it loaded (the MAX_EPOCH 3 run).
+    from anchoropt.runs.identity import run_identity
+
+    identity = run_identity(train_cfg)
+    model = {"fingerprint": identity["fingerprint"], "config": identity["config"], "load_epoch": 3}
+    model.update(config_files=train_cfg.RUN.CONFIG_FILE, dataset_config_file=train_cfg.RUN.DATASET_CONFIG_FILE)
+    write_run(tmp_path, "CoOp", "oxford_pets", "new", 1, 50.0, folder="ab", model=model)
+
+    data = as_json(tmp_path, (1,))
+    groups = {m["method"]: m for m in data["base2new"]}
+    assert set(groups) == {"CoOp", "CoOp [1]"}
+    assert groups["CoOp"]["shipped_config"] and groups["CoOp"]["variant"] == []
+    assert groups["CoOp [1]"]["variant"] == ["OPTIM.MAX_EPOCH=3"] and not groups["CoOp [1]"]["shipped_config"]
+    pets = {label: [r for r in m["datasets"] if r["dataset"] == "OxfordPets"][0] for label, m in groups.items()}
+    assert (pets["CoOp"]["base"]["mean"], pets["CoOp"]["novel"]["mean"]) == (70.0, 60.0)  # never mixed
+    assert (pets["CoOp [1]"]["base"]["mean"], pets["CoOp [1]"]["novel"]["mean"]) == (80.0, 50.0)
+    assert data["footnotes"] == {"[1]": f"CoOp: OPTIM.MAX_EPOCH=3 (shipped: {shipped_epochs})"}
+
+    text = render(load_report(str(tmp_path), (1,)), "text")
+    header = [line for line in text.splitlines() if line.startswith("Dataset")][0]
+    assert header.split() == ["Dataset", "CoOp", "CoOp", "[1]"]
+    assert f"[1] CoOp: OPTIM.MAX_EPOCH=3 (shipped: {shipped_epochs})" in text.splitlines()
+    row = [line for line in text.splitlines() if line.startswith("OxfordPets")][0]
+    assert row.split()[1:] == [
+        "70.00",
+        "/",
+        "60.00",
+        "/",
+        f"{hm(70, 60):.2f}",
+        "80.00",
+        "/",
+        "50.00",
+        "/",
+        f"{hm(80, 50):.2f}",
+    ]
+
+
+def test_filters_and_the_not_run_line(tmp_path, capsys):
+    write_run(tmp_path, "CoOp", "oxford_pets", "base", 1, 70.0)
+    write_run(tmp_path, "CoOp", "dtd", "base", 1, 71.0)
+    write_run(tmp_path, "ZeroshotCLIP", "oxford_pets", "base", 1, 72.0)
+    write_run(tmp_path, "CoOp", "eurosat", "base", 1, 73.0, backbone="tiny.pt@1234abcd", folder="other")
+
+    def table(*args):
+        capsys.readouterr()
+        assert results_main([str(tmp_path), "--seeds", "1", *args]) == 0
+        return capsys.readouterr().out
+
+    text = table()
+    assert [line for line in text.splitlines() if line.startswith("Dataset")][0].split() == [
+        "Dataset",
+        "ZeroshotCLIP",
+        "(ViT-B/16)",
+        "CoOp",
+        "(ViT-B/16)",
+        "CoOp",
+        "(tiny.pt@1234abcd)",
+    ]
+    not_run = [line for line in text.splitlines() if line.startswith("not run: ")]
+    assert not_run == ["not run: ImageNet, Caltech101, StanfordCars, Flowers102, Food101, FGVCAircraft, SUN397, UCF101"]
+    assert not any(line.startswith(("ImageNet ", "UCF101")) for line in text.splitlines())
+
+    data = json.loads(table("--trainers", "CoOp", "--format", "json"))
+    assert {(m["trainer"], m["backbone"]) for m in data["base2new"]} == {
+        ("CoOp", "ViT-B/16"),
+        ("CoOp", "tiny.pt@1234abcd"),
+    }
+    data = json.loads(table("--datasets", "oxford_pets", "DTD", "--format", "json"))
+    found = {(m["trainer"], r["dataset"]) for m in data["base2new"] for r in m["datasets"] if r["base"]}
+    assert found == {("CoOp", "OxfordPets"), ("CoOp", "DescribableTextures"), ("ZeroshotCLIP", "OxfordPets")}
+    text = table("--backbone", "ViT-B/16")
+    assert "tiny.pt" not in text and "EuroSAT" in [line for line in text.splitlines() if line.startswith("not run")][0]
+    # --paper keeps every dataset row (the published numbers are beside them) and no "not run" line
+    text = table("--paper", "--trainers", "CoOp")
+    assert "not run" not in text and any(line.startswith("ImageNet ") for line in text.splitlines())
+
+    assert run_cli(results_main)([str(tmp_path), "--backbone", "ViT-L/14"]) == 2
+    err = capsys.readouterr().err
+    assert "match the filters" in err and "CoOp on tiny.pt@1234abcd" in err
+
+
+def test_published_numbers_only_beside_the_papers_backbone(tmp_path):
+    write_run(tmp_path, "CoOp", "imagenet", "base", 1, 70.0)
+    write_run(tmp_path, "CoOp", "imagenet", "base", 1, 71.0, backbone="ViT-B-16.pt@1234abcd", folder="named")
+    data = as_json(tmp_path, (1,))
+    rows = {m["backbone"]: m["datasets"][0] for m in data["base2new"]}
+    assert rows["ViT-B/16"]["paper"] == {"base": 76.47, "novel": 67.88, "hm": 71.92}
+    assert rows["ViT-B-16.pt@1234abcd"]["paper"] is None
+
+
+def test_older_records_naming_a_weights_file_are_not_taken_for_their_backbone_name(tmp_path):
+    path = tmp_path / RESULTS_FILE
+    cfg = build_config(opts=["MODEL.BACKBONE.NAME", "ViT-B/16", "MODEL.BACKBONE.PATH", "/w/other_clip.pt"])
+    record = build_record(
+        cfg, "test", {"accuracy": 1.0}, engine="builtin", num_classes=1, num_samples=1, wall_time_s=0.0
+    )
+    assert record["backbone"] == "ViT-B/16"  # what such a record says; without backbone_identity it is not trusted
+    path.write_text(json.dumps(record))
+    assert read_result(str(path)).method.backbone == "other_clip.pt (file, unverified)"

@@ -130,6 +130,7 @@ def killed_sweep(world):
     return root / "out", proc, results_files(root / "out")
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_submitit_sweep_reports_a_killed_job_with_its_log_and_finishes_the_others(killed_sweep):
     out, proc, finished = killed_sweep
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -146,6 +147,7 @@ def test_submitit_sweep_reports_a_killed_job_with_its_log_and_finishes_the_other
     assert "Results (anchoropt-results" in proc.stdout and "[1/2 seeds]" in proc.stdout
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_rerun_with_the_local_launcher_finishes_only_what_is_missing(world, killed_sweep, capsys):
     root, opts = world
     out, _, before = killed_sweep
@@ -169,6 +171,16 @@ def test_rerun_with_the_local_launcher_finishes_only_what_is_missing(world, kill
     assert "12 jobs: 0 done, 12 skipped (finished before), 0 failed, 0 not run" in capsys.readouterr().out
     assert results_files(out) == after
 
+    # Changed options: the finished runs are refused as the scripts refuse them, naming the key.
+    changed = [*opts[:-2], "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH", "4"]
+    assert opts[-2] == "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH"
+    assert sweep_main(sweep_args(root, "out", "--dry-run", "--", *changed)) == 0
+    blocks = plan_blocks(capsys.readouterr().out)
+    refused = blocks["base2new/stage1/oxford_pets/shots16/seed1"]
+    assert refused[0] == "run" and refused[2].startswith("the script refuses: error: ")
+    assert "TRAINER.ANCHOROPT.MAX_TEMPLATE_LENGTH: 3 -> 4" in refused[2]
+    assert results_files(out) == after
+
 
 # ---- the plan (no training) ---------------------------------------------------------------------
 def script_commands(script: str, *args: str, **env: str) -> list[str]:
@@ -188,7 +200,7 @@ def plan_blocks(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if line.startswith(("run   ", "skip  ")):
             name = line[6:]
-            blocks[name] = [line[:4]]
+            blocks[name] = [line[:4].strip()]
         elif line.startswith("      ") and blocks:
             blocks[name].append(line.strip())
     return blocks
@@ -225,14 +237,16 @@ def test_dry_run_plan_holds_the_scripts_own_commands(tmp_path, capsys):
     assert call[call.index("bash") + 1 :] == [str(Path(REPO) / "scripts/base2new/train.sh"), "dtd", "2",
                                               "OPTIM.MAX_EPOCH", "3"]  # fmt: skip
 
-    # A finished Stage I (its anchor) is skipped, and so is its job.
-    anchor_dir = tmp_path / "out/base2new/train_base/dtd/shots_16/AnchorOPT_StageI/vit_b16/seed2"
+    # An anchor in the way that the scripts would refuse (no provenance, unreadable) is refused at planning too,
+    # as the job itself would be, instead of being taken as finished.
+    anchor_dir = tmp_path / "out/base2new/train_base/dtd/shots_16/AnchorOPT_StageI/released/seed2"
     anchor_dir.mkdir(parents=True)
     (anchor_dir / "anchor.pth").write_bytes(b"")
     assert sweep_main(args) == 0
     blocks = plan_blocks(capsys.readouterr().out)
-    assert blocks[f"base2new/stage1/{where}"] == ["skip"]
-    assert blocks[f"base2new/train/MaPLe_AnchorOPT/{where}"][2:] == [f"+ {direct[1]}"]
+    assert blocks[f"base2new/stage1/{where}"][0] == "run"
+    assert blocks[f"base2new/stage1/{where}"][2].startswith(f"the script refuses: error: {anchor_dir}")
+    assert blocks["base2new/stage1/dtd/shots16/seed1"][2].startswith("+ ")  # nothing in the way there
 
 
 def test_cross_dataset_and_dg_share_one_source_training(tmp_path):

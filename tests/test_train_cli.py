@@ -69,7 +69,8 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_second_job_on_same_output_dir_is_refused(tmp_path):
-    with OutputDirLock(str(tmp_path)):
+    with OutputDirLock(str(tmp_path)) as lock:
+        lock.commit()
         with pytest.raises(OutputDirBusy, match=f"pid {os.getpid()}"):
             OutputDirLock(str(tmp_path)).acquire()
     OutputDirLock(str(tmp_path)).acquire().release()  # free again once released
@@ -78,7 +79,8 @@ def test_second_job_on_same_output_dir_is_refused(tmp_path):
 def test_lock_of_a_killed_job_does_not_block(tmp_path):
     code = (
         "import sys, time; from anchoropt.cli.output_lock import OutputDirLock; "
-        f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
+        f"lock = OutputDirLock({str(tmp_path)!r}).acquire(); lock.commit(); print('locked', flush=True); "
+        "time.sleep(60)"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, text=True

@@ -30,6 +30,8 @@ from anchoropt.method.descriptions import default_descriptions_path, encode_desc
 from anchoropt.method.losses import description_mse
 from anchoropt.models.anchor_prompt import AnchorPromptLearner
 from anchoropt.models.coop import PromptedCLIP
+from anchoropt.runs.identity import run_identity
+from anchoropt.runs.provenance import PROVENANCE_KEY, anchor_provenance
 from trainers.base import ClipTrainer, TextFeatureCache
 
 NEAREST_TOKENS = 5
@@ -67,31 +69,15 @@ class StageISettings:
         return self.ce_weight > 0
 
 
-class _Averages:
-    """Running averages of a step's loss summary, printed like Dassl's MetricMeter."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.count = 0
-
-    def update(self, summary: dict[str, float]) -> None:
-        self.count += 1
-        for key, value in summary.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.last[key] = float(value)
-
-    def __str__(self) -> str:
-        return " ".join(f"{key} {self.last[key]:.4f} ({self.sums[key] / self.count:.4f})" for key in self.sums)
-
-
 @TRAINER_REGISTRY.register()
 class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
     MODEL_NAME = "anchor_prompt_learner"  # the released anchors' folder name
 
     trained_classnames: list[str] | None = None
     anchor_origin: str | None = None
+    descriptions_read: str | None = None
 
     def build_model(self) -> None:
         self.stage1 = StageISettings.from_cfg(self.cfg)
@@ -101,6 +87,9 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
         self.model = PromptedCLIP(clip_model, learner).to(self.device)
         self.register_learner(learner, self.MODEL_NAME)
         self.description_features = None  # encoded when training starts (evaluation does not need them)
+
+    def uses_training_images(self) -> bool:
+        return self.stage1.uses_images
 
     @property
     def anchor(self) -> torch.Tensor:
@@ -112,6 +101,7 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def encode_class_descriptions(self) -> None:
         path = self.descriptions_path()
+        self.descriptions_read = path  # its sha256 goes into the anchor's provenance
         descriptions = load_descriptions(path, self.classnames, self.stage1.max_per_class)
         start = time.time()
         with self.autocast():
@@ -134,22 +124,15 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
             )
         super().before_train()
 
-    def run_epoch(self) -> None:
+    @property
+    def reads_training_images(self) -> bool:
+        return self.stage1.uses_images
+
+    def epoch_batches(self):
         if self.stage1.uses_images:
-            super().run_epoch()
-            return
+            return super().epoch_batches()
         # Same steps and LR schedule as an epoch over the loader, without touching it.
-        self.set_model_mode("train")
-        self.num_batches = len(self.train_loader_x)
-        averages = _Averages()
-        print_freq = self.cfg.TRAIN.PRINT_FREQ
-        for self.batch_idx in range(self.num_batches):
-            averages.update(self.forward_backward(None))
-            if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
-                print(
-                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{self.batch_idx + 1}/{self.num_batches}] "
-                    f"{averages} lr {self.get_current_lr():.4e}"
-                )
+        return [None] * len(self.train_loader_x)
 
     def forward_backward(self, batch: dict | None) -> dict:
         """One step; `batch` is None when the loss needs no images (ANCHOR_CE_WEIGHT 0)."""
@@ -194,6 +177,8 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
             "backbone": cfg.MODEL.BACKBONE.NAME,
             "max_epoch": cfg.OPTIM.MAX_EPOCH,
             "trainer": cfg.TRAINER.NAME,
+            # What reusing this anchor is checked against (anchoropt.runs.provenance).
+            PROVENANCE_KEY: anchor_provenance(run_identity(cfg)["fingerprint"], self.descriptions_read),
         }
 
     def export_anchor(self) -> str:
@@ -246,7 +231,12 @@ class AnchorOPT_StageI(TextFeatureCache, ClipTrainer):
 
     def results_extras(self) -> dict:
         return {
-            "scoring": {"mode": "anchor", "num_classes": len(self.classnames), "anchor_classes": len(self.classnames)},
+            "scoring": {
+                "mode": "anchor",
+                "rule": "anchor",
+                "num_classes": len(self.classnames),
+                "anchor_classes": len(self.classnames),
+            },
             "anchor": {
                 "source": self.anchor_origin,
                 "anchor_len": self.stage1.anchor_len,

@@ -18,23 +18,29 @@ contract `anchoropt.models.stage2_base.Stage2Model` (``prompt_learner`` holding 
 The mixin then provides: the settings (``self.stage2``), the Stage I anchor from
 ``ANCHOR_PATH`` (required to train, optional to evaluate: a checkpoint's own anchor wins),
 the training step and loss (override `stage2_outputs` / `stage2_loss` for another loss, e.g.
-DePT's), the anchor-branch feature cache (once per class set, never per step), per-class
-scoring at evaluation (trained classes: normal prompt; others: ensemble; override
-`scored_branches` to score trained classes otherwise, e.g. DePT's fusion with its head), the
-trained class names in checkpoints, results-file extras, and the position-matrix export after
-training.
+DePT's), the anchor-branch feature cache (once per class set, never per step), scoring at
+evaluation (see below; override `scored_branches` to score with the learned prompt otherwise,
+e.g. DePT's fusion with its head), the trained class names in checkpoints, results-file extras,
+and the position-matrix export after training.
 
-``TRAINER.ANCHOROPT.LEGACY`` reproduces the official code's faults for users who must match
-released numbers: read-out at EOT - ANCHOR_LEN (the "." for one anchor token), independent
-row-wise Gumbel sampling, and a fresh noise sample at evaluation. The official code draws that
-noise in every forward pass, so in LEGACY mode the normal prompts are re-encoded for every
-test batch instead of once per evaluation.
+Scoring (``TRAINER.ANCHOROPT.SCORING_MODE``, `anchoropt.method.scoring`): by default per evaluation
+set, as the official code does per split: the learned prompt when every evaluated class was trained
+on (base test, ImageNet variants), the ensemble for every class otherwise (new, all, cross-dataset);
+``per_class`` mixes the two by class name.
+
+``TRAINER.ANCHOROPT.LEGACY`` reproduces the official code's algorithm for users who must match
+released numbers: read-out at EOT - ANCHOR_LEN (the "." for one anchor token) and a fresh Gumbel
+sample at evaluation (the official code draws that noise in every forward pass, so in LEGACY mode
+the normal prompts are re-encoded for every test batch instead of once per evaluation); per
+variant also MaPLe's deep anchor read (one position early, hard index) and CoCoOp's frozen Θ and
+meta-net. Row-wise hard Gumbel-Softmax is the paper's formulation and the default either way.
 """
 
 from __future__ import annotations
 
 import functools
 import os.path as osp
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -45,9 +51,18 @@ from anchoropt.method.anchor_checkpoint import ANCHOR_FILE_NAME, load_anchor
 from anchoropt.method.losses import anchoropt_loss, check_loss_settings
 from anchoropt.method.position_export import EXTRAS_KEY, export_positions, position_settings
 from anchoropt.method.positions import order_text
-from anchoropt.method.scoring import SCORING_MODE_KEY, SCORING_MODES, combine_logits, needs_anchor_logits, seen_mask_for
+from anchoropt.method.scoring import (
+    RULE_DESCRIPTIONS,
+    SCORING_MODE_KEY,
+    SCORING_MODES,
+    combine_logits,
+    needs_anchor_logits,
+    scoring_rule,
+    seen_mask_for,
+)
 from anchoropt.models.clip_parts import normalize
 from anchoropt.models.stage2_base import check_stage2_model
+from trainers.anchoropt_config import ignored_setting_warnings
 
 ANCHOR_PATH_KEY = "TRAINER.ANCHOROPT.ANCHOR_PATH"
 STAGE1_TRAINER = "AnchorOPT_StageI"
@@ -99,19 +114,22 @@ class StageIISettings:
 
 
 def scoring_summary(seen_mask: torch.Tensor, mode: str) -> dict[str, Any]:
-    """How many classes each scoring rule covers in an evaluation (for results files and tests)."""
+    """The rule an evaluation used and how many classes each kind of logits scored (for results files)."""
+    rule = scoring_rule(seen_mask, mode)
     total = int(seen_mask.numel())
     seen = int(seen_mask.sum())
     counts = {"normal": 0, "ensemble": 0, "anchor": 0}
-    if mode == "auto":
+    if rule == "per_class":
         counts.update(normal=seen, ensemble=total - seen)
     else:
-        counts[mode] = total
+        counts[rule] = total
     return {
         "mode": mode,
+        "rule": rule,
+        "rule_text": RULE_DESCRIPTIONS[rule],
         "num_classes": total,
         "seen_classes": seen,
-        **{f"{rule}_classes": count for rule, count in counts.items()},
+        **{f"{name}_classes": count for name, count in counts.items()},
     }
 
 
@@ -135,7 +153,16 @@ class AnchorOPTStageII:
         return StageIISettings.from_cfg(self.cfg)
 
     def learner_options(self) -> dict[str, Any]:
-        """Keyword arguments of `AnchorOPTPromptLearner` (and subclasses) from the settings."""
+        """Keyword arguments of `AnchorOPTPromptLearner` (and subclasses) from the settings.
+
+        Warns about settings of the baseline's own node (``TRAINER.COOP.N_CTX`` for ``PREC_KEY``
+        ``TRAINER.COOP.PREC``, ...) that were set but are not used.
+        """
+        baseline_node = str(getattr(self, "PREC_KEY", "")).split(".")[1:2]
+        for message in ignored_setting_warnings(
+            self.cfg, baseline_node[0] if baseline_node else "", self.cfg.TRAINER.NAME
+        ):
+            warnings.warn(message, UserWarning, stacklevel=2)
         s = self.stage2
         return dict(
             n_ctx=s.n_ctx,
@@ -170,7 +197,7 @@ class AnchorOPTStageII:
         self.register_learner(learner, self.ANCHOROPT_MODEL_NAME)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
-        """Score another set of classes (seen/unseen is decided per class against the trained ones)."""
+        """Score another set of classes (the scoring rule is decided against the trained ones)."""
         self.model.set_classnames(classnames)
         self.invalidate_anchor_cache()
 
@@ -244,7 +271,7 @@ class AnchorOPTStageII:
         mode = self.stage2.scoring_mode
         trained = self.trained_classnames
         if trained is None:
-            print("Trained classes unknown: every class is scored as unseen")
+            print("Trained classes unknown: every class counts as unseen")
         seen = seen_mask_for(self.model.classnames, trained or [])
         per_batch = self._prompts_vary_per_batch() or not self.model.PROMPTS_FIXED_IN_EVAL
         with self.autocast():

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from clip.model import CLIP
 
 from anchoropt.backbone import Precision, check_input_size, load_clip
+from anchoropt.backbone.loading import loaded_backbone_identity
 from anchoropt.backbone.precision import non_finite_loss_advice
 from anchoropt.engine import TrainerX, build_lr_scheduler, build_optimizer, engine_description, write_json
 from anchoropt.results.record import build_record, results_file_name
+from trainers.frozen_features import FrozenImageFeatures
 
 
 def cfg_get(cfg: Any, dotted: str) -> Any:
@@ -31,8 +33,12 @@ def cfg_get(cfg: Any, dotted: str) -> Any:
     return node
 
 
-class ClipTrainer(TrainerX):
-    """Base class of the CLIP prompt-learning trainers (both engines)."""
+class ClipTrainer(FrozenImageFeatures, TrainerX):
+    """Base class of the CLIP prompt-learning trainers (both engines).
+
+    A trainer whose image encoder is frozen sets ``IMAGE_ENCODER_FROZEN = True``: its evaluations then
+    read test features from the on-disk cache (see `trainers.frozen_features`).
+    """
 
     #: Config key holding this trainer's precision (fp32 / fp16 / amp); "" means fp32.
     PREC_KEY = ""
@@ -61,6 +67,7 @@ class ClipTrainer(TrainerX):
         source = cfg.MODEL.BACKBONE.PATH or cfg.MODEL.BACKBONE.NAME
         print(f"Loading CLIP (backbone: {source})")
         clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        self.backbone_identity = loaded_backbone_identity(clip_model)
         check_input_size(clip_model, cfg.INPUT.SIZE)
         self.precision = Precision(self.prec, self.device)
         self.precision.apply(clip_model)
@@ -120,6 +127,11 @@ class ClipTrainer(TrainerX):
         """Trainer-specific facts added to the results file."""
         return {}
 
+    def backbone_record(self) -> dict:
+        """``backbone``: what was loaded (``ViT-B/16`` also for OpenAI's file loaded by path), and its details."""
+        identity = getattr(self, "backbone_identity", None)
+        return {"backbone": identity["label"], "backbone_identity": identity} if identity else {}
+
     def parse_batch_test(self, batch: dict):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
@@ -133,10 +145,11 @@ class ClipTrainer(TrainerX):
         else:
             split, loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
+        batches = self.evaluation_batches(split, loader)  # the loader, or its images' cached features
         with self.autocast():  # cached features get the precision the batches would have computed them in
             self.before_evaluation()
         try:
-            for batch in loader:
+            for batch in batches:
                 image, label = self.parse_batch_test(batch)
                 with self.autocast():
                     output = self.model_inference(image)
@@ -155,8 +168,8 @@ class ClipTrainer(TrainerX):
             engine=engine_description(),
             num_classes=self.num_classes,
             num_samples=num_samples,
-            wall_time_s=time.time() - self._created_at,
-            extra=self.results_extras(),
+            wall_time_s=self.total_wall_time_s(),  # across resumes
+            extra={"shots": getattr(self, "shots", None), **self.backbone_record(), **self.results_extras()},
         )
         path = osp.join(self.cfg.OUTPUT_DIR, results_file_name(split))
         write_json(record, path)

@@ -24,6 +24,7 @@ class CoCoOp(ClipTrainer):
     evaluation encodes them for every batch: there are no class features to cache."""
 
     PREC_KEY = "TRAINER.COCOOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.COCOOP

@@ -18,6 +18,7 @@ from trainers.base import ClipTrainer
 @TRAINER_REGISTRY.register()
 class CoCoOp_AnchorOPT(AnchorOPTStageII, ClipTrainer):
     PREC_KEY = "TRAINER.COCOOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         clip_model = self.load_clip()

@@ -23,6 +23,7 @@ def add_coop_config(cfg) -> None:
 @TRAINER_REGISTRY.register()
 class CoOp(TextFeatureCache, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         cfg = self.cfg.TRAINER.COOP

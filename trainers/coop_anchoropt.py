@@ -18,6 +18,7 @@ from trainers.base import ClipTrainer
 @TRAINER_REGISTRY.register()
 class CoOp_AnchorOPT(AnchorOPTStageII, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     def build_model(self) -> None:
         coop = self.cfg.TRAINER.COOP

@@ -69,6 +69,7 @@ class DePTHeadTrainer:
 @TRAINER_REGISTRY.register()
 class DePT(DePTHeadTrainer, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     trained_classnames: list[str] | None = None
     _eval: dict | None = None

@@ -5,8 +5,10 @@ positions, PROMPT_CE_WEIGHT, LEGACY, ...), ``TRAINER.LINEAR_PROBE.*`` / ``TRAINE
 precision: ``TRAINER.COOP.PREC``.
 
 Loss: ``λ₁·[(1 − w)·CE(z_n) + w·CE(head)]`` (+ ``λ₂``·KD as in the other variants when
-``KD_WEIGHT`` > 0; the published DePT + AnchorOPT has none, its configs set 0). Scoring per
-class: trained classes ``(1 − w)·z_n + w·head``; other classes ``(z_n + z_a)/2``.
+``KD_WEIGHT`` > 0; the published DePT + AnchorOPT has none, its configs set 0). Scoring: where the
+learned prompt scores (every class of a trained class set; trained classes under ``per_class``)
+it is DePT's fusion ``(1 − w)·z_n + w·head``; the ensemble is ``(z_n + z_a)/2`` with the plain
+similarity logits, as in the official code.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from trainers.dept import EXTRAS_KEY, DePTHeadTrainer
 @TRAINER_REGISTRY.register()
 class DePT_AnchorOPT(DePTHeadTrainer, AnchorOPTStageII, ClipTrainer):
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
 
     _head_columns: torch.Tensor | None = None
     _last_columns: torch.Tensor | None = None
@@ -71,6 +74,8 @@ class DePT_AnchorOPT(DePTHeadTrainer, AnchorOPTStageII, ClipTrainer):
     def before_evaluation(self) -> None:
         super().before_evaluation()
         columns = head_columns(self.model.classnames, self.trained_classnames)
+        if self._last_scoring["rule"] not in ("normal", "per_class"):
+            columns = torch.full_like(columns, -1)  # the ensemble for every class: no head fusion
         self._head_columns = columns.to(self.device) if bool((columns >= 0).any()) else None
         self._last_columns = columns
 

@@ -14,6 +14,7 @@ class ZeroshotCLIP(ClipTrainer):
     """Nothing is trained: class features come from fixed prompts, computed once."""
 
     PREC_KEY = "TRAINER.COOP.PREC"
+    IMAGE_ENCODER_FROZEN = True
     ENSEMBLE = False
 
     def build_model(self) -> None:
@@ -31,6 +32,9 @@ class ZeroshotCLIP(ClipTrainer):
 
     def model_inference(self, image):
         return scaled_logits(self.image_encoder(image), self.text_features, self.logit_scale)
+
+    def frozen_image_encoder(self) -> ImageEncoder:
+        return self.image_encoder
 
     def results_extras(self) -> dict:
         return {"templates": self.templates}

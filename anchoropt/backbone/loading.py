@@ -7,6 +7,7 @@ so a tiny test CLIP takes the same path as ViT-B/16.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 import zipfile
@@ -74,6 +75,8 @@ def load_clip(
         file = _cached_or_downloaded(name, download_root)
     state_dict = read_clip_state_dict(file)
     model = build_clip_from_state_dict(state_dict, source=file)
+    # What was loaded, for results files, tables and caches (see `backbone_identity`).
+    model.anchoropt_backbone = backbone_identity(model, name="" if path else name, path=file if path else "")
     return model.to(device)
 
 
@@ -215,3 +218,80 @@ def model_dims(clip_model: CLIP) -> ModelDims:
         vision_heads=int(visual.transformer.resblocks[0].attn.num_heads) if vit else None,
         vision_patch_size=int(visual.conv1.weight.shape[-1]) if vit else None,
     )
+
+
+# ---- identity: what was loaded -----------------------------------------------------------------
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a file, cached per (path, size, mtime): hashing ViT-B/16 (350 MB) takes about a second."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
+
+
+def released_sha256() -> dict[str, str]:
+    """``{sha256: model name}`` of OpenAI's released files (the clip package's download URLs carry the sha256)."""
+    return {url.rstrip("/").split("/")[-2]: name for name, url in clip.clip._MODELS.items()}
+
+
+def architecture(clip_model: CLIP) -> dict[str, int | None]:
+    dims = model_dims(clip_model)
+    return {
+        "embed_dim": dims.embed_dim,
+        "input_resolution": dims.input_resolution,
+        "vision_width": dims.vision_width,
+        "vision_layers": dims.vision_layers,
+        "vision_patch_size": dims.vision_patch_size,
+        "text_width": dims.text_width,
+        "text_layers": dims.text_layers,
+    }
+
+
+def backbone_identity(clip_model: CLIP, name: str = "", path: str = "") -> dict:
+    """What a CLIP was loaded from: ``label`` (what tables show), ``name`` (the OpenAI model, or None),
+    ``source`` (name / file), ``file``, ``sha256`` and ``architecture``.
+
+    Loaded by name, the label is the name. Loaded from a file, the file's sha256 is looked up among OpenAI's
+    released files, so a ViT-B/16 file loaded by path is labelled ViT-B/16; any other file is labelled
+    ``<file name>@<first 8 hex digits of its sha256>``.
+    """
+    arch = architecture(clip_model)
+    if path:
+        sha = file_sha256(path)
+        known = released_sha256().get(sha)
+        base = os.path.basename(path)
+        label = known or f"{base}@{sha[:8]}"
+        return {"label": label, "name": known, "source": "file", "file": base, "sha256": sha, "architecture": arch}
+    url = clip.clip._MODELS.get(name, "")
+    sha = url.rstrip("/").split("/")[-2] if url else ""
+    return {
+        "label": name,
+        "name": name,
+        "source": "name",
+        "file": os.path.basename(url),
+        "sha256": sha,
+        "architecture": arch,
+    }
+
+
+def loaded_backbone_identity(clip_model: CLIP) -> dict:
+    """The identity `load_clip` recorded on ``clip_model`` (a model built otherwise: its architecture only)."""
+    identity = getattr(clip_model, "anchoropt_backbone", None)
+    if identity is not None:
+        return dict(identity)
+    return {
+        "label": "unknown",
+        "name": None,
+        "source": "unknown",
+        "file": "",
+        "sha256": "",
+        "architecture": architecture(clip_model),
+    }

@@ -287,22 +287,36 @@ def build_generate_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model name sent to the endpoint")
     parser.add_argument(
-        "--base-url", default="https://api.openai.com/v1", help="endpoint base URL (…/chat/completions is appended)"
+        "--base-url",
+        default="https://api.openai.com/v1",
+        help="endpoint base URL; /chat/completions is appended (default: %(default)s)",
     )
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable that holds the API key")
+    parser.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable that holds the API key (default: %(default)s)",
+    )
     parser.add_argument(
         "--per-class",
         type=int,
         default=10,
-        help="sentences to ask for per class (Stage I uses the first MAX_TEMPLATE_LENGTH)",
+        help="sentences to ask for per class; Stage I uses the first MAX_TEMPLATE_LENGTH (default: %(default)s)",
     )
     parser.add_argument(
         "--category", help='what the classes are, e.g. "flower" or "satellite land-use class"; added to the prompt'
     )
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument(
-        "--retries", type=int, default=3, help="retries after rate limits, server errors and empty answers"
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature sent to the endpoint (default: %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="retries after rate limits, server errors and empty answers (default: %(default)s)",
     )
     parser.add_argument("--overwrite", action="store_true", help="regenerate classes already present in --output")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -29,6 +29,15 @@ def user_error_message(exc: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``warning: <message>`` (one line, no source excerpt): they are advice to users."""
+    stream = file or sys.stderr
+    try:
+        stream.write(f"warning: {user_error_message(message) if isinstance(message, Warning) else message}\n")
+    except (OSError, ValueError):
+        pass
+
+
 def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
     """Wrap a console ``main``: a ``UserError`` becomes ``error: <message>`` and exit code 2."""
 
@@ -39,6 +48,9 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
         # precede every command's output; it is not actionable for users.
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        shown = warnings.showwarning
+        if not debug:
+            warnings.showwarning = _one_line_warning
         try:
             return main(args) or 0
         except UserError as e:
@@ -54,5 +66,7 @@ def run_cli(main: Callable[[list[str] | None], int | None]) -> Callable[[list[st
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        finally:
+            warnings.showwarning = shown
 
     return wrapper

@@ -27,7 +27,12 @@ _EPOCH_FILE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="anchoropt-positions", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="anchoropt-positions",
+        description="Show the learned position matrix of a Stage II AnchorOPT checkpoint: writes a heatmap PNG "
+        "(rows = prompt slots, columns = the sources V1..VM, A1..AN it can take; the paper's Figure 4, with the "
+        "chosen cell of each slot outlined) and prints the chosen order and the matrices.",
+    )
     p.add_argument("model_dir", help="Stage II output directory, its model folder, or a checkpoint file")
     p.add_argument(
         "--load-epoch",

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from anchoropt.cli.errors import run_cli
@@ -41,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-epoch", type=int, default=None, help="load model.pth.tar-<epoch> (default: best)")
     p.add_argument("--no-train", action="store_true", help="build the trainer but do not train")
     p.add_argument("--plugin", action="append", default=[], help="extra module that registers trainers/datasets")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="when --output-dir holds a run with other settings, move it aside to <dir>.replaced-<n> (nothing is "
+        "deleted) and start afresh; without it such a run stops train.py with the keys that differ",
+    )
+    p.add_argument(
+        "--check-run",
+        action="store_true",
+        help="only say what --output-dir holds for this command: finished, interrupted or absent (a run with "
+        "other settings is an error naming the keys that differ; with --overwrite it prints conflict)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p
@@ -73,6 +86,7 @@ def setup_cfg(args: argparse.Namespace):
 
 
 def _check_registered(cfg) -> None:
+    from anchoropt.cli.run_start import did_you_mean
     from anchoropt.engine import DATASET_REGISTRY, TRAINER_REGISTRY
 
     for what, name, registry, flag in (
@@ -81,47 +95,163 @@ def _check_registered(cfg) -> None:
     ):
         known = sorted(registry.registered_names())
         if name not in known:
-            raise ConfigError(f"Unknown {what} {name!r} ({flag}); registered: {', '.join(known)}")
+            hint = did_you_mean(name, known)
+            raise ConfigError(f"Unknown {what} {name!r} ({flag}); {hint}registered: {', '.join(known)}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from anchoropt.cli.run_start import cap_workers, check_epochs, settle_seed
+    from anchoropt.engine.builtin.logger import Logger
+
     args = build_parser().parse_args(argv)
     from anchoropt.plugins import load_plugins
 
     load_plugins(args.plugin)
     cfg = setup_cfg(args)
     _check_registered(cfg)
+    check_epochs(cfg, trains=not (args.eval_only or args.no_train))
+    notes = [settle_seed(cfg), cap_workers(cfg)]  # before the identity: a drawn seed is this run's seed
+    if args.check_run:
+        return _print_run_status(args, cfg)
+    _move_aside_if_asked(args, cfg)  # before the lock: nothing in a refused or moved run is touched
     console = sys.stdout
-    with OutputDirLock(cfg.OUTPUT_DIR):
+    # Nothing is written into the output folder until the trainer is built (its inputs are then known to be
+    # usable): the log is held in memory, and the lock creates a new folder only on commit.
+    lock = OutputDirLock(cfg.OUTPUT_DIR)
+    with lock:
+        sys.stdout = Logger(console=console)
         try:
-            return _run(args, cfg)
+            return _run(args, cfg, lock, notes)
         finally:
-            if sys.stdout is not console:  # setup_logger tees stdout into log.txt; undo for in-process callers
+            if sys.stdout is not console:  # the logger tees stdout into log.txt; undo for in-process callers
                 logger, sys.stdout = sys.stdout, console
-                log_file = getattr(logger, "file", None)  # both engines' loggers; closing them would close the console
-                if log_file is not None:
-                    log_file.close()
+                logger.close()  # closes its file only, never the console
 
 
-def _run(args: argparse.Namespace, cfg) -> int:
-    from anchoropt.engine import build_trainer, engine_description, set_random_seed, setup_logger
+def _same_dir(a: str, b: str) -> bool:
+    return bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
 
-    if cfg.SEED >= 0:
-        print(f"Setting fixed seed: {cfg.SEED}")
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    print(f"Engine: {engine_description()}")
-    print("** Arguments **")
+
+def _evaluates_in_place(args: argparse.Namespace, cfg) -> bool:
+    """``--eval-only --model-dir X --output-dir X``: the evaluation belongs to the training run in X."""
+    return bool(args.eval_only) and _same_dir(args.model_dir, cfg.OUTPUT_DIR)
+
+
+def _identity_inputs(args: argparse.Namespace, cfg):
+    from anchoropt.config import get_default_config
+    from anchoropt.runs.identity import flat_config, model_identity
+
+    model = model_identity(args.model_dir, args.load_epoch) if args.eval_only and args.model_dir else None
+    return model, flat_config(get_default_config())
+
+
+def command_status(argv: list[str]):
+    """What the output directory of the ``train.py`` command ``argv`` holds for it: a
+    `anchoropt.runs.identity.RunStatus` (``.state``: finished / interrupted / absent / conflict, with
+    ``.differences`` and ``.message()``). For tools that run the protocol commands (sweeps)."""
+    from anchoropt.plugins import load_plugins
+
+    args = build_parser().parse_args(argv)
+    load_plugins(args.plugin)
+    cfg = setup_cfg(args)
+    _check_registered(cfg)
+    return _status(args, cfg)
+
+
+def _status(args: argparse.Namespace, cfg):
+    from anchoropt.runs.identity import RunStatus, run_status
+
+    if _evaluates_in_place(args, cfg):
+        return RunStatus(cfg.OUTPUT_DIR, "absent")
+    model, defaults = _identity_inputs(args, cfg)
+    return run_status(cfg.OUTPUT_DIR, cfg, model, defaults)
+
+
+def _print_run_status(args: argparse.Namespace, cfg) -> int:
+    from anchoropt.runs.identity import RunConflict
+
+    status = _status(args, cfg)
+    for note in status.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if status.conflict and not args.overwrite:
+        raise RunConflict(status.message())
+    print(status.state)
+    return 0
+
+
+def _move_aside_if_asked(args: argparse.Namespace, cfg) -> None:
+    """A run of other settings in OUTPUT_DIR: an error naming the keys, or with --overwrite moved aside."""
+    from anchoropt.runs.identity import RunConflict, format_differences, move_aside
+
+    status = _status(args, cfg)
+    for note in status.notes + _anchor_notes(cfg):
+        print(f"note: {note}")
+    if not status.conflict:
+        return
+    if not args.overwrite:
+        raise RunConflict(status.message())
+    probe = OutputDirLock(cfg.OUTPUT_DIR).acquire()  # no job may be writing there (writes nothing)
+    try:
+        moved = move_aside(cfg.OUTPUT_DIR)
+    finally:
+        probe.release()
+    print(
+        f"--overwrite: moved the earlier run ({format_differences(status.differences)}) to {moved}; "
+        f"starting afresh in {cfg.OUTPUT_DIR}"
+    )
+
+
+def _anchor_notes(cfg) -> list[str]:
+    from anchoropt.runs.identity import ANCHOR_PATH_KEY, run_identity
+
+    path = run_identity(cfg)["config"].get(ANCHOR_PATH_KEY)
+    if not path:
+        return []
+    from anchoropt.runs.provenance import anchor_note
+
+    note = anchor_note(str(path))
+    return [note] if note else []
+
+
+def _claim_output_dir(args: argparse.Namespace, cfg) -> None:
+    """Under the lock: check again (another job may have written meanwhile), then record this run's identity."""
+    from anchoropt.runs.identity import check_run, run_identity, write_identity
+
+    if _evaluates_in_place(args, cfg):
+        return
+    model, defaults = _identity_inputs(args, cfg)
+    check_run(cfg.OUTPUT_DIR, cfg, model, defaults)
+    write_identity(cfg.OUTPUT_DIR, run_identity(cfg, model))
+
+
+def _run(args: argparse.Namespace, cfg, lock: OutputDirLock, notes: list[str]) -> int:
+    from anchoropt.cli.run_start import header_lines
+    from anchoropt.datasets.image_check import check_images
+    from anchoropt.engine import TRAINER_REGISTRY, build_trainer, engine_description, set_random_seed
+    from anchoropt.engine.builtin.logger import log_only
+
+    mode = "Evaluating" if args.eval_only else "Training"
+    for line in header_lines(cfg, TRAINER_REGISTRY.get(cfg.TRAINER.NAME), mode, notes):
+        print(line)
+    print(f"engine: {engine_description()}")
+    log_only("** Arguments **")
     for key in sorted(vars(args)):
-        print(f"{key}: {getattr(args, key)}")
-    print("** Config **")
-    print(cfg)
+        log_only(f"{key}: {getattr(args, key)}")
+    log_only("** Config **")
+    log_only(str(cfg))
+    set_random_seed(cfg.SEED)
     trainer = build_trainer(cfg)
+    if not args.no_train:
+        check_images(trainer.splits_read(training=not args.eval_only), cfg.DATASET.NAME)
     if args.eval_only:
         if args.model_dir:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
         elif trainer.get_model_names():
             raise ConfigError("--eval-only needs --model-dir (the output directory of a training run)")
+    lock.commit()
+    _claim_output_dir(args, cfg)
+    sys.stdout.attach(os.path.join(cfg.OUTPUT_DIR, "log.txt"))
+    if args.eval_only:
         trainer.test()
     elif not args.no_train:
         trainer.train()

@@ -19,9 +19,10 @@ from typing import Any
 
 from anchoropt.datasets.catalog import CATALOG, DatasetFacts, Entry
 from anchoropt.datasets.files import entry_path, find_missing
+from anchoropt.datasets.image_check import check_images
 from anchoropt.datasets.splits import SPLIT_KEYS, parse_split
 from anchoropt.errors import DataError, UserError
-from anchoropt.fileio import atomic_write_bytes
+from anchoropt.fileio import atomic_write_bytes, umask_mode
 
 _WNID_LINE = re.compile(r"^n\d{8} \S")
 
@@ -166,6 +167,7 @@ def fetch_file(root: str, facts: DatasetFacts, entry: Entry, force: bool = False
         with open(tmp, "rb") as f:
             data = f.read()
         summary = verify_content(data, entry, facts)
+        os.chmod(tmp, umask_mode())  # mkstemp made it 0600; the data root is often shared
         os.replace(tmp, target)
         return FileOutcome(facts.name, target, "downloaded", summary)
     except (DownloadError, DataError) as e:
@@ -316,6 +318,12 @@ def _trial_load(report: DatasetReport, root: str, facts: DatasetFacts) -> None:
         report.status = "error"
         report.notes.append(str(e))
         return
+    splits = [("train", dataset.train_x), ("val", dataset.val), ("test", dataset.test)]
+    try:
+        check_images([(name, items) for name, items in splits if items], facts.name)
+    except DataError as e:
+        report.status = "error"
+        report.notes.append(str(e))
     report.classes = f"{dataset.num_classes}" + (
         "" if dataset.num_classes == facts.num_classes else f" (CoOp: {facts.num_classes})"
     )

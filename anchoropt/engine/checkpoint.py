@@ -11,6 +11,7 @@ runs pickled code and a crash mid-save never leaves a truncated file.
 from __future__ import annotations
 
 import io
+import os
 import os.path as osp
 import pickle
 import random
@@ -26,6 +27,11 @@ from anchoropt.fileio import atomic_write_bytes
 
 POINTER_FILE = "checkpoint"
 BEST_NAME = "model-best.pth.tar"
+EPOCH_FILE = re.compile(r"model\.pth\.tar-(\d+)$")
+
+
+class CheckpointUnreadable(CheckpointError):
+    """A checkpoint file is truncated or corrupt (e.g. a copy cut short, a full disk)."""
 
 
 def epoch_file_name(epoch: int) -> str:
@@ -43,10 +49,16 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, model_nam
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    atomic_write_bytes(fpath, payload)
-    atomic_write_bytes(osp.join(save_dir, POINTER_FILE), (osp.basename(fpath) + "\n").encode())
-    if is_best:
-        atomic_write_bytes(osp.join(save_dir, BEST_NAME), payload)
+    try:
+        atomic_write_bytes(fpath, payload)
+        atomic_write_bytes(osp.join(save_dir, POINTER_FILE), (osp.basename(fpath) + "\n").encode())
+        if is_best:
+            atomic_write_bytes(osp.join(save_dir, BEST_NAME), payload)
+    except OSError as e:  # e.g. a full disk: the temp file is gone, the earlier checkpoints are intact
+        raise CheckpointError(
+            f"Cannot write checkpoint {fpath}: {e.strerror or e}; the earlier checkpoints in {save_dir} are intact "
+            "and a rerun resumes from the latest"
+        ) from None
     print(f"Checkpoint saved to {fpath}")
     return fpath
 
@@ -66,7 +78,7 @@ def load_checkpoint(fpath: str) -> dict:
             "a file from elsewhere must be converted to a plain state dict."
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f'Cannot read checkpoint "{fpath}": {e}') from None
+        raise CheckpointUnreadable(f'Cannot read checkpoint "{fpath}" (truncated or corrupt?): {e}') from None
 
 
 def refused_global(error: pickle.UnpicklingError) -> str:
@@ -88,6 +100,18 @@ def latest_checkpoint_path(fdir: str) -> str | None:
         name = f.readline().strip()
     path = osp.join(fdir, name)
     return path if name and osp.isfile(path) else None
+
+
+def epoch_checkpoints(fdir: str) -> dict[int, str]:
+    """``{epoch: path}`` of the ``model.pth.tar-<epoch>`` files in ``fdir``."""
+    if not osp.isdir(fdir):
+        return {}
+    found = {}
+    for name in os.listdir(fdir):
+        match = EPOCH_FILE.match(name)
+        if match:
+            found[int(match.group(1))] = osp.join(fdir, name)
+    return found
 
 
 def capture_rng_state() -> dict:

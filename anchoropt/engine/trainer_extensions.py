@@ -17,12 +17,15 @@ import json
 import os
 import os.path as osp
 import time
+import warnings
 
 import torch
 
 from anchoropt.engine.checkpoint import (
     BEST_NAME,
+    CheckpointUnreadable,
     capture_rng_state,
+    epoch_checkpoints,
     epoch_file_name,
     latest_checkpoint_path,
     load_checkpoint,
@@ -32,6 +35,7 @@ from anchoropt.engine.checkpoint import (
 from anchoropt.engine.meters import AverageMeter, MetricMeter, progress
 from anchoropt.errors import CheckpointError, UserError
 from anchoropt.fileio import atomic_write_bytes
+from anchoropt.runs.identity import run_identity
 
 HISTORY_FILE = "train_history.jsonl"
 
@@ -60,8 +64,37 @@ def describe_state_dict_mismatch(model: torch.nn.Module, state_dict: dict) -> st
     return ", ".join(parts)
 
 
+def shots_summary(train_x, num_shots: int) -> dict:
+    """Training images per class, with a warning naming the classes that have fewer than ``num_shots``
+    (the sampler then takes all they have, so the run is not the K-shot run its settings say)."""
+    counts: dict[str, int] = {}
+    for item in train_x:
+        counts[item.classname] = counts.get(item.classname, 0) + 1
+    summary = {"requested": num_shots, "min": min(counts.values(), default=0), "max": max(counts.values(), default=0)}
+    if num_shots > 0:
+        fewer = {name: n for name, n in counts.items() if n < num_shots}
+        if fewer:
+            summary["fewer"] = fewer
+            listed = ", ".join(f"{name} {n}" for name, n in list(fewer.items())[:10])
+            more = f" and {len(fewer) - 10} more" if len(fewer) > 10 else ""
+            warnings.warn(
+                f"DATASET.NUM_SHOTS is {num_shots} but {len(fewer)} of {len(counts)} classes have fewer training "
+                f"images ({listed}{more}); they train on all they have (recorded as 'shots' in results.json)",
+                stacklevel=2,
+            )
+    return summary
+
+
 class TrainerExtensions:
     """Checkpoint I/O and loss checks; expects Dassl's ``TrainerBase`` attributes."""
+
+    #: Seconds spent by the earlier runs this one resumed (stored in each checkpoint).
+    resumed_wall_time_s: float = 0.0
+
+    def total_wall_time_s(self) -> float:
+        """Wall time of the whole run, across resumes (from this trainer's creation on)."""
+        start = getattr(self, "_created_at", None) or getattr(self, "time_start", None) or time.time()
+        return self.resumed_wall_time_s + time.time() - start
 
     # ---- hooks for subclasses -------------------------------------------------
     def checkpoint_extras(self, name: str) -> dict:
@@ -90,16 +123,37 @@ class TrainerExtensions:
         self.num_source_domains = dm.num_source_domains
         self.lab2cname = dm.lab2cname
         self.dm = dm
+        self.shots = shots_summary(dm.dataset.train_x, self.cfg.DATASET.NUM_SHOTS)
+
+    reads_training_images = True  # False for a trainer whose loss needs no images (its epochs skip the loader)
+
+    def splits_read(self, training: bool) -> list[tuple[str, list]]:
+        """The splits a run reads images from: what ``train.py`` checks before the first step."""
+        ds, test = self.dm.dataset, self.cfg.TEST
+        if not training:
+            return [("val", ds.val)] if test.SPLIT == "val" and ds.val else [("test", ds.test)]
+        splits = [("train", ds.train_x)] if self.reads_training_images else []
+        if not test.NO_TEST:
+            if test.FINAL_MODEL == "best_val" and ds.val:
+                splits.append(("val", ds.val))
+            splits.append(("test", ds.test))
+        return splits
 
     # ---- the epoch loop ---------------------------------------------------------
+    def epoch_batches(self):
+        """What one epoch iterates over, one item per optimizer step (a trainer that needs no images
+        may step through ``[None] * len(self.train_loader_x)``, keeping the progress line and history)."""
+        return self.train_loader_x
+
     def run_epoch(self) -> None:
         self.set_model_mode("train")
         losses = MetricMeter()
         batch_time = AverageMeter()
         data_time = AverageMeter()
-        self.num_batches = len(self.train_loader_x)
+        batches = self.epoch_batches()
+        self.num_batches = len(batches)
         end = time.time()
-        for self.batch_idx, batch in enumerate(progress(self.train_loader_x, total=self.num_batches)):
+        for self.batch_idx, batch in enumerate(progress(batches, total=self.num_batches)):
             data_time.update(time.time() - end)
             lr = self._current_lr_or_none()
             loss_summary = self.forward_backward(batch)
@@ -154,6 +208,7 @@ class TrainerExtensions:
         self, epoch: int, directory: str, is_best: bool = False, val_result: float | None = None, model_name: str = ""
     ) -> None:
         rng_state = capture_rng_state()
+        fingerprint = run_identity(self.cfg)["fingerprint"]  # which run wrote it (anchoropt.runs.identity)
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             state = {
@@ -163,6 +218,8 @@ class TrainerExtensions:
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": val_result,
                 "rng_state": rng_state,
+                "wall_time_s": self.total_wall_time_s(),
+                "run_fingerprint": fingerprint,
             }
             state.update(self.checkpoint_extras(name))
             save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
@@ -178,14 +235,16 @@ class TrainerExtensions:
             if curr_result > self.best_result:
                 self.best_result = curr_result
                 self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_NAME)
-        # Every epoch leaves a resume point; only the epochs Dassl would keep stay on disk.
+        # Every epoch leaves a resume point; only the epochs Dassl would keep stay on disk. The one before the
+        # latest stays too until training ends: a fallback should the latest be damaged later (a copy cut short).
         self.save_model(self.epoch, self.output_dir)
-        previous = finished - 1
-        if previous > 0 and not self._is_kept_epoch(previous):
-            for name in self.get_model_names():
-                stale = osp.join(self.output_dir, name, epoch_file_name(previous))
-                if osp.isfile(stale):
-                    os.remove(stale)
+        stale = [finished - 2] + ([finished - 1] if finished == self.max_epoch else [])
+        for epoch in stale:
+            if epoch > 0 and not self._is_kept_epoch(epoch):
+                for name in self.get_model_names():
+                    path = osp.join(self.output_dir, name, epoch_file_name(epoch))
+                    if osp.isfile(path):
+                        os.remove(path)
 
     # ---- loading --------------------------------------------------------------
     def _load_into(self, name: str, path: str, checkpoint: dict) -> None:
@@ -203,17 +262,17 @@ class TrainerExtensions:
 
     def resume_model_if_exist(self, directory: str) -> int:
         names = self.get_model_names()
-        paths = {name: latest_checkpoint_path(osp.join(directory, name)) for name in names}
-        if any(p is None for p in paths.values()):
+        latest = {name: latest_checkpoint_path(osp.join(directory, name)) for name in names}
+        if any(p is None for p in latest.values()):
             print("No checkpoint found, train from scratch")
             self.trim_history(0)
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
+        checkpoints = self._readable_resume_point(directory, latest)
         start_epoch = 0
         rng_state = None
-        for name, path in paths.items():
+        for name, (path, checkpoint) in checkpoints.items():
             print(f'Loading checkpoint from "{path}"')
-            checkpoint = load_checkpoint(path)
             self._load_into(name, path, checkpoint)
             if self._optims[name] is not None and checkpoint.get("optimizer") is not None:
                 self._optims[name].load_state_dict(checkpoint["optimizer"])
@@ -221,10 +280,44 @@ class TrainerExtensions:
                 self._scheds[name].load_state_dict(checkpoint["scheduler"])
             start_epoch = checkpoint["epoch"]
             rng_state = checkpoint.get("rng_state") or rng_state
+            self.resumed_wall_time_s = float(checkpoint.get("wall_time_s") or 0.0)
         restore_rng_state(rng_state)
         self.trim_history(start_epoch)
-        print(f"Previous epoch: {start_epoch}")
+        print(f"Previous epoch: {start_epoch}; resumed at epoch {start_epoch + 1} of {self.max_epoch}")
         return start_epoch
+
+    def _readable_resume_point(self, directory: str, latest: dict[str, str]) -> dict[str, tuple[str, dict]]:
+        """The checkpoints of the latest epoch every model can be read at: the pointer's, or (with a warning)
+        an earlier one kept on disk when the latest is truncated or corrupt."""
+        names = list(latest)
+        files = {name: epoch_checkpoints(osp.join(directory, name)) for name in names}
+        newest = min(max(files[name], default=0) for name in names)
+        epochs = sorted((e for e in set.intersection(*(set(f) for f in files.values())) if e <= newest), reverse=True)
+        candidates = [{name: latest[name] for name in names}] + [
+            {name: files[name][e] for name in names} for e in epochs
+        ]
+        problems: list[str] = []
+        tried: set[tuple[str, ...]] = set()
+        for paths in candidates:
+            key = tuple(paths.values())
+            if key in tried:
+                continue
+            tried.add(key)
+            try:
+                loaded = {name: (path, load_checkpoint(path)) for name, path in paths.items()}
+            except CheckpointUnreadable as e:
+                problems.append(str(e))
+                continue
+            if problems:
+                warnings.warn(
+                    f"{problems[0]}; resuming from the earlier checkpoint {next(iter(paths.values()))} instead",
+                    stacklevel=2,
+                )
+            return loaded
+        raise CheckpointError(
+            f"{problems[0]}; no earlier checkpoint in {directory} can be read either: delete its model folders "
+            "to train from scratch"
+        )
 
     def trim_history(self, last_epoch: int) -> None:
         """Keep the history of epochs up to the resume point only.

@@ -44,6 +44,13 @@ class AnchorRecord:
     source_format: str = "anchoropt"  # "anchoropt" or "dassl" (official / Dassl checkpoint)
     path: Path | None = None
 
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """What the anchor was learned from (``settings["provenance"]``: Stage I fingerprint, descriptions file
+        and its sha256; see `anchoropt.runs.provenance`), or None (released anchors, older files)."""
+        found = self.settings.get("provenance")
+        return dict(found) if isinstance(found, Mapping) and found else None
+
 
 def _plain(value: Any, where: str) -> Any:
     """Copy settings into types that torch.load(weights_only=True) accepts (yacs CfgNode is a dict subclass)."""

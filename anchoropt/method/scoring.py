@@ -1,5 +1,13 @@
-"""Per-class inference rule: trained classes score with the learned prompt,
-unseen classes with the average of the learned prompt and the anchor prompt."""
+"""Inference rule of AnchorOPT Stage II: which logits score which class.
+
+``auto`` (default, the official per-split rule): when every evaluated class was trained on (the
+base test, the ImageNet variants of domain generalisation) every class is scored with the
+learned prompt z_n; otherwise (new classes, all classes, cross-dataset targets) every class is
+scored with the ensemble (z_n + z_a)/2, so one argmax never compares logits of two kinds.
+``per_class`` mixes them inside one evaluation, matched by class name: trained classes get z_n,
+the others the ensemble (names overlap across datasets: 16 of 37 OxfordPets classes are ImageNet
+names). ``normal`` / ``ensemble`` / ``anchor`` force one rule for analysis.
+"""
 
 from collections.abc import Sequence
 
@@ -8,8 +16,16 @@ import torch
 from anchoropt.errors import ConfigError
 from anchoropt.method.names import normalize_classname
 
-SCORING_MODES = ("auto", "normal", "ensemble", "anchor")
+SCORING_MODES = ("auto", "per_class", "normal", "ensemble", "anchor")
 SCORING_MODE_KEY = "TRAINER.ANCHOROPT.SCORING_MODE"
+
+#: What each rule means, for logs and results files.
+RULE_DESCRIPTIONS = {
+    "normal": "learned prompt for every class",
+    "ensemble": "(learned + anchor prompt) / 2 for every class",
+    "anchor": "anchor prompt for every class",
+    "per_class": "learned prompt for trained classes (by name), ensemble for the others",
+}
 
 
 def _check_mode(mode: str) -> None:
@@ -25,12 +41,23 @@ def seen_mask_for(classnames: Sequence[str], trained_classnames: Sequence[str]) 
     return torch.tensor([normalize_classname(name) in trained for name in classnames], dtype=torch.bool)
 
 
+def scoring_rule(seen_mask: torch.Tensor, mode: str = "auto") -> str:
+    """The rule `mode` applies to an evaluation whose classes are `seen_mask` (one of `RULE_DESCRIPTIONS`).
+
+    ``auto`` resolves per evaluation set: ``normal`` when every evaluated class was trained on,
+    ``ensemble`` otherwise.
+    """
+    _check_mode(mode)
+    if mode == "auto":
+        return "normal" if bool(seen_mask.all()) else "ensemble"
+    if mode == "per_class" and bool(seen_mask.all()):
+        return "normal"  # nothing to mix
+    return mode
+
+
 def needs_anchor_logits(seen_mask: torch.Tensor, mode: str = "auto") -> bool:
     """Whether `combine_logits` will read the anchor logits, so callers can skip that branch."""
-    _check_mode(mode)
-    if mode == "normal":
-        return False
-    return mode != "auto" or not bool(seen_mask.all())
+    return scoring_rule(seen_mask, mode) != "normal"
 
 
 def combine_logits(
@@ -39,10 +66,8 @@ def combine_logits(
     seen_mask: torch.Tensor,
     mode: str = "auto",
 ) -> torch.Tensor:
-    """Logits [B, C] under the chosen rule.
+    """Logits [B, C] under `mode` (see the module docstring and `scoring_rule`).
 
-    auto: column c is z_n if class c is seen, else (z_n + z_a)/2.
-    normal / ensemble / anchor: one rule for every class (for analysis).
     `anchor` may be None when the rule does not read it (see `needs_anchor_logits`).
     """
     _check_mode(mode)
@@ -50,13 +75,14 @@ def combine_logits(
         raise ValueError(
             f"seen_mask has shape {tuple(seen_mask.shape)}, expected [{normal.shape[-1]}] (one entry per class)"
         )
-    if mode == "normal" or (mode == "auto" and bool(seen_mask.all())):
+    rule = scoring_rule(seen_mask, mode)
+    if rule == "normal":
         return normal
     if anchor is None:
-        raise ValueError(f"scoring mode '{mode}' needs the anchor logits for unseen classes")
-    if mode == "anchor":
+        raise ValueError(f"scoring rule '{rule}' needs the anchor logits")
+    if rule == "anchor":
         return anchor
     ensemble = (normal + anchor) / 2
-    if mode == "ensemble":
+    if rule == "ensemble":
         return ensemble
     return torch.where(seen_mask.to(normal.device), normal, ensemble)

@@ -2,8 +2,10 @@
 
 Normal prompt of image x: ``[SOS] P·[V + π(x); A] <class>. [EOS]``, with one P per step shared
 by the batch (a fresh sample in training, the row argmax in evaluation). Θ, V and the meta-net
-are trained (the official code trains neither Θ nor the meta-net). The anchor branch is the
-unprompted "[A] of <class>." with CLIP's image features, fixed per class set.
+are trained. The official code trains V only (Θ has ``requires_grad=False`` and the meta-net is
+not in its optimizer), and ``LEGACY`` reproduces that: Θ and the meta-net stay at their initial
+values. The anchor branch is the unprompted "[A] of <class>." with CLIP's image features, fixed
+per class set.
 
 The model follows the contract `anchoropt.models.stage2_base.Stage2Model`; its prompts depend on the
 image, so ``PROMPTS_FIXED_IN_EVAL`` is False and ``prompt_state()`` is the position matrix.
@@ -30,6 +32,11 @@ class CoCoOpAnchorOPTPromptLearner(ConditionalContext, AnchorOPTPromptLearner):
     ) -> None:
         super().__init__(clip_model, classnames, n_ctx, anchor_len, **anchoropt_options)
         self.init_meta_net(clip_model)
+        if self.legacy:  # the official CoCoOp_AnchorOPT optimises V alone
+            self.meta_net.requires_grad_(False)
+            if self.positions.logits is not None:
+                self.positions.logits.requires_grad_(False)
+            print("LEGACY: the position logits and the meta-net are frozen (the official code trains V only)")
 
     def image_prompts(
         self, image_features: torch.Tensor, matrix: torch.Tensor | None = None

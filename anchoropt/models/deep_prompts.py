@@ -148,6 +148,13 @@ def vit_image_features(
     Without prompts it equals ``visual(image)`` normalised, computed with our block loop (fewer copies
     and allocations than CLIP's own forward).
     """
+    return F.normalize(vit_image_embedding(visual, image, shallow, deep), dim=-1)
+
+
+def vit_image_embedding(
+    visual: nn.Module, image: torch.Tensor, shallow: torch.Tensor | None = None, deep: DeepSlots | None = None
+) -> torch.Tensor:
+    """`vit_image_features` before the L2 normalisation (fp32 [B, e]): what the frozen-feature cache stores."""
     x = visual.conv1(image.to(visual.conv1.weight.dtype))  # [B, width, grid, grid]
     x = x.flatten(2).permute(0, 2, 1)  # [B, grid**2, width]
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -161,4 +168,4 @@ def vit_image_features(
     x = visual.ln_post(x[0])
     if visual.proj is not None:
         x = x @ visual.proj
-    return F.normalize(x.float(), dim=-1)
+    return x.float()

@@ -174,7 +174,7 @@ class DePTScoring:
         raise NotImplementedError
 
     def raw_image_features(self, image: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder.visual(image.to(self.image_encoder.dtype)).float()
+        return self.image_encoder.raw(image)  # images, or their cached features
 
     def dept_outputs(
         self,

@@ -5,6 +5,9 @@ Input layer: the text context is ``Z = P·[V; A]`` (AnchorOPT's normal prompt). 
 compound prompt of that layer and ``h_A`` the anchor's hidden state leaving layer i-1, read
 at the slot where P placed it (slot j sits at sequence position 1+j, SOS being at 0). When no
 slot holds an anchor token, ``P·[V_i; h_A]`` takes nothing from it: the soft tokens alone.
+``LEGACY`` reads ``h_A`` as the official code does: at position j (one early; slot 0 reads SOS)
+and with a hard index, so no gradient reaches Θ through the read (it still reaches Θ through P's
+product with ``[V_i; h_A]``).
 Vision prompts are MaPLe's projections of V and V_i. The anchor branch ("[A] of <class>.")
 runs through the unprompted CLIP, text and image.
 
@@ -28,26 +31,36 @@ from anchoropt.models.maple import CompoundPrompts, MaPLeCLIP, TextPrompts
 from anchoropt.models.stage2_base import AnchorBranch, AnchorOPTPromptLearner
 
 
-def carried_anchor_state(hidden: torch.Tensor, matrix: torch.Tensor, num_ctx: int, slot_start: int = 1) -> torch.Tensor:
+def carried_anchor_state(
+    hidden: torch.Tensor, matrix: torch.Tensor, num_ctx: int, slot_start: int = 1, hard: bool = False
+) -> torch.Tensor:
     """The anchor tokens' hidden states [batch, N, width] read from ``hidden`` [batch, seq, width].
 
     Anchor token k is read at position ``slot_start + j`` for the first slot j that P
     (``matrix`` [K, K], rows = slots, columns = sources [V; A]) fills with it; a token no
-    slot holds reads zeros (P then never uses it). The read is a product with P's entries,
-    so the straight-through gradient of P also flows through it.
+    slot holds reads zeros (P then never uses it). By default the read is a product with P's
+    entries, so the straight-through gradient of P also flows through it; ``hard=True`` reads
+    with a detached one-hot index (the official code's hard index: no gradient to Θ through the read).
     """
     slots = matrix.shape[-1]
     anchor_columns = matrix[:, num_ctx:]  # [K, N]
+    # argmax finds the first slot holding each token; the official code tests ``== 1.0`` on the
+    # straight-through sample, which rounding can miss. A token no slot holds has an all-zero column.
     first = F.one_hot(anchor_columns.detach().argmax(dim=0), slots).t().to(anchor_columns.dtype)  # [K, N]
-    pick = (anchor_columns * first).to(hidden.dtype)
-    return torch.einsum("kn,bkd->bnd", pick, hidden[:, slot_start : slot_start + slots])
+    pick = first * (anchor_columns.detach() > 0.5) if hard else anchor_columns * first
+    return torch.einsum("kn,bkd->bnd", pick.to(hidden.dtype), hidden[:, slot_start : slot_start + slots])
 
 
 def anchor_carrying_slots(
-    matrix: torch.Tensor, soft: torch.Tensor, hidden: torch.Tensor, num_ctx: int, slot_start: int = 1
+    matrix: torch.Tensor,
+    soft: torch.Tensor,
+    hidden: torch.Tensor,
+    num_ctx: int,
+    slot_start: int = 1,
+    hard: bool = False,
 ) -> torch.Tensor:
     """``P·[V_i; h_A]`` per sequence: [batch, K, width] for the layer's soft tokens ``soft`` [M, width]."""
-    anchor_state = carried_anchor_state(hidden, matrix, num_ctx, slot_start)
+    anchor_state = carried_anchor_state(hidden, matrix, num_ctx, slot_start, hard)
     soft = soft.to(hidden.dtype).expand(hidden.shape[0], -1, -1)
     return apply_positions(matrix, torch.cat([soft, anchor_state], dim=1))
 
@@ -78,9 +91,14 @@ class MaPLeAnchorOPTPromptLearner(CompoundPrompts, AnchorOPTPromptLearner):
         if self.prompt_depth <= 1:
             return None
 
+        # LEGACY: the official read, one position early (0-based slot index into the sequence) and hard.
+        read_start = 0 if self.legacy else 1
+
         def provide(layer: int, hidden: torch.Tensor) -> torch.Tensor | None:
             soft = self.compound_text(layer)
-            return None if soft is None else anchor_carrying_slots(matrix, soft, hidden, self.n_ctx)
+            if soft is None:
+                return None
+            return anchor_carrying_slots(matrix, soft, hidden, self.n_ctx, read_start, hard=self.legacy)
 
         return DeepSlots(start=1, provider=provide)
 

@@ -10,6 +10,8 @@ import os.path as osp
 import platform
 from typing import Any, Mapping
 
+from anchoropt.runs.identity import IDENTITY_FILE
+
 SCHEMA = "anchoropt.results/1"
 RESULTS_FILE = "results.json"
 
@@ -57,6 +59,7 @@ def build_record(
     wall_time_s: float,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
+    identity = _run_identity(cfg)
     record = {
         "schema": SCHEMA,
         "protocol": cfg.RUN.PROTOCOL,
@@ -77,10 +80,25 @@ def build_record(
         "versions": package_versions(),
         "wall_time_s": wall_time_s,
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "fingerprint": identity["fingerprint"],
+        "model": identity.get("model"),
+        "anchor_identity": identity.get("anchor"),
         "config": cfg.dump(),
     }
     record.update(extra or {})
     return record
+
+
+def _run_identity(cfg: Any) -> dict:
+    """The identity train.py recorded for this output directory (it knows the model an evaluation loaded), else
+    the one ``cfg`` alone gives (a trainer driven from Python)."""
+    from anchoropt.runs.identity import recorded_identity, run_identity
+
+    identity = run_identity(cfg)
+    recorded = recorded_identity(cfg.OUTPUT_DIR) if osp.isfile(osp.join(cfg.OUTPUT_DIR, IDENTITY_FILE)) else None
+    if recorded is not None and recorded.get("config") == identity["config"]:
+        return recorded
+    return identity
 
 
 TIMING_KEYS = ("wall_time_s", "finished_at")

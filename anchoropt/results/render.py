@@ -79,45 +79,60 @@ def _seeds_text(seeds: tuple[int, ...]) -> str:
 
 
 # ---- base-to-novel ---------------------------------------------------------------------------
-def _base2new_rows(tables: list[Base2NewTable], show_paper: bool) -> tuple[list[str], list[list[str]]]:
-    headers = ["Dataset"] + [f"{t.label} {k}" for t in tables for k in ("Base", "Novel", "HM")]
+def _bnh_text(values: tuple[Optional[float], Optional[float], Optional[float]], fmt=None) -> str:
+    fmt = fmt or _num
+    return " / ".join(fmt(v) for v in values)
+
+
+def _base2new_cell(row: Base2NewRow) -> str:
+    """``B / N / HM`` (means over seeds); the std is in the CSV and JSON formats."""
+    if row.base is None and row.novel is None:
+        return MISSING
+    text = _bnh_text((row.base and row.base.mean, row.novel and row.novel.mean, row.hm))
+    if row.complete:
+        return text
+    present = min(s.n if s is not None else 0 for s in (row.base, row.novel))
+    return f"{text} [{present}/{len(row.base.expected if row.base else row.novel.expected)} seeds]"
+
+
+def _base2new_rows(tables: list[Base2NewTable], show_paper: bool) -> tuple[list[str], list[list[str]], list[str]]:
+    """One column per group, ``B / N / HM`` in each cell; without ``show_paper`` the datasets nobody ran are
+    left out (returned, for a "not run" line)."""
+    headers = ["Dataset"] + [t.label for t in tables]
     rows: list[list[str]] = []
 
     def add_paper_rows(dataset: Optional[str], ours: list[tuple[Optional[float], Optional[float], Optional[float]]]):
         published = [paper_base2new(t.method, dataset) for t in tables]
         if not show_paper or all(p is None for p in published):
             return
-        rows.append(["↳ paper"] + [c for p in published for c in ((NONE,) * 3 if p is None else map(_num, p))])
+        rows.append(["↳ paper"] + [NONE if p is None else _bnh_text(tuple(p)) for p in published])
         rows.append(
             ["↳ Δ"]
             + [
-                _signed(_diff(o, getattr(p, k, None)))
+                NONE if p is None else _bnh_text(tuple(_diff(o, q) for o, q in zip(own, p)), _signed)
                 for p, own in zip(published, ours)
-                for o, k in zip(own, ("base", "novel", "hm"))
             ]
         )
 
+    skipped = []
     for i, dataset in enumerate(r.dataset for r in tables[0].rows):
-        cells = []
-        ours = []
-        for t in tables:
-            row = t.rows[i]
-            hm = _num(row.hm) if row.complete or row.hm is None else f"{row.hm:.2f} (partial)"
-            cells += [_stats_cell(row.base), _stats_cell(row.novel), hm]
-            ours.append((row.base and row.base.mean, row.novel and row.novel.mean, row.hm))
-        rows.append([paper.dataset_label(dataset)] + cells)
-        add_paper_rows(dataset, ours)
+        row_of = [t.rows[i] for t in tables]
+        if not show_paper and all(r.base is None and r.novel is None for r in row_of):
+            skipped.append(dataset)
+            continue
+        rows.append([paper.dataset_label(dataset)] + [_base2new_cell(r) for r in row_of])
+        add_paper_rows(dataset, [(r.base and r.base.mean, r.novel and r.novel.mean, r.hm) for r in row_of])
     average = []
     for t in tables:
         a = t.average
-        average += (
-            [_num(a.base), _num(a.novel), _num(a.hm)]
+        average.append(
+            _bnh_text((a.base, a.novel, a.hm))
             if a.complete
-            else [f"incomplete ({a.datasets_complete}/{a.datasets_total})"] * 3
+            else f"incomplete ({a.datasets_complete}/{a.datasets_total})"
         )
     rows.append([f"Average ({len(paper.BASE2NEW_DATASETS)})"] + average)
     add_paper_rows(None, [(t.average.base, t.average.novel, t.average.hm) for t in tables])
-    return headers, rows
+    return headers, rows, skipped
 
 
 def _align_rows(tables: list[Base2NewTable]) -> list[Base2NewTable]:
@@ -163,9 +178,15 @@ def _titles(report: Report) -> dict[str, str]:
         f"accuracy (%), mean ± std over seeds {seeds} (population std, as CoOp's parse_test_res); "
         f"[k/{n} seeds] marks a cell with seeds missing"
     )
+    backbones = report.backbones
+    if len(backbones) == 1:
+        common += f"; backbone {backbones[0]}"
     return {
         "base2new": (
-            f"Base-to-novel generalisation: {common}. HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
+            f"Base-to-novel generalisation: Base / Novel / HM accuracy (%), means over seeds {seeds} (their std: "
+            f"--format csv or json); [k/{n} seeds] marks a cell with seeds missing"
+            + (f"; backbone {backbones[0]}" if len(backbones) == 1 else "")
+            + ". HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
             f"Average: HM of the mean Base and mean Novel over the {len(paper.BASE2NEW_DATASETS)} "
             "datasets, only when every dataset has every seed."
         ),
@@ -180,26 +201,39 @@ def _titles(report: Report) -> dict[str, str]:
     }
 
 
-def _tables(report: Report, show_paper: bool) -> list[tuple[str, list[str], list[list[str]]]]:
+def _tables(report: Report, show_paper: bool) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, headers, rows, a line under the table) per protocol."""
     titles = _titles(report)
     out = []
     if report.base2new:
-        out.append((titles["base2new"], *_base2new_rows(_align_rows(report.base2new), show_paper)))
+        headers, rows, skipped = _base2new_rows(_align_rows(report.base2new), show_paper)
+        below = f"not run: {', '.join(paper.dataset_label(d) for d in skipped)}" if skipped else ""
+        out.append((titles["base2new"], headers, rows, below))
     for protocol in ("cross_dataset", "domain_generalization"):
         tables = getattr(report, protocol)
         if tables:
-            out.append((titles[protocol], *_transfer_rows(tables, protocol, show_paper)))
+            out.append((titles[protocol], *_transfer_rows(tables, protocol, show_paper), ""))
     return out
+
+
+def footnote_lines(report: Report) -> list[str]:
+    """One line per group whose config is not the shipped one: its marker and how it differs."""
+    return [f"{marker} {text}" for marker, text in report.footnotes.values()]
 
 
 def render_tables(report: Report, fmt: str = "text", show_paper: bool = False) -> str:
     """Text (``simple`` tables) or markdown (``github`` tables) with a title per protocol."""
     blocks = []
-    for title, headers, rows in _tables(report, show_paper):
+    for title, headers, rows, below in _tables(report, show_paper):
         table = tabulate(
             rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
         )
+        if below:
+            table += ("\n\n" if fmt == "markdown" else "\n") + below
         blocks.append(f"{title}\n\n{table}" if fmt == "markdown" else f"{title}\n{table}")
+    notes = footnote_lines(report)
+    if notes and blocks:
+        blocks.append("Groups whose config differs from the shipped per-dataset config:\n" + "\n".join(notes))
     if show_paper and blocks:
         blocks.append(
             f"Published numbers: {paper.AVERAGE_SOURCE}; per dataset: {paper.PER_DATASET_SOURCE}; "
@@ -229,6 +263,8 @@ def _method_json(method: Method, label: str) -> dict:
         "config_name": method.config_name,
         "num_shots": method.num_shots,
         "backbone": method.backbone,
+        "shipped_config": method.shipped,
+        "variant": list(method.variant),
     }
 
 
@@ -301,6 +337,7 @@ def report_to_json(report: Report, show_paper: bool = False) -> dict[str, Any]:
         "domain_generalization": [
             _transfer_json(t, "domain_generalization", show_paper) for t in report.domain_generalization
         ],
+        "footnotes": {marker: text for marker, text in report.footnotes.values()},
         "warnings": list(report.warnings),
     }
 
@@ -313,6 +350,7 @@ CSV_FIELDS = (
     "config_name",
     "num_shots",
     "backbone",
+    "variant",
     "dataset",
     "metric",
     "mean",
@@ -357,6 +395,7 @@ def render_csv(report: Report, show_paper: bool = False) -> str:
         row = {
             "protocol": protocol,
             **{k: m[k] for k in ("method", "trainer", "config_name", "num_shots", "backbone")},
+            "variant": "; ".join(m["variant"]),
             "dataset": dataset,
             "metric": metric,
             **values,

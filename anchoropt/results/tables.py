@@ -20,6 +20,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 from anchoropt.errors import UserError
 from anchoropt.results import paper
 from anchoropt.results.record import RESULTS_FILE, SCHEMA
+from anchoropt.results.shipped import deviations
+from anchoropt.runs.identity import flat_config, is_replaced, is_result_key, show_value
 
 BASE2NEW = "base2new"
 CROSS_DATASET = "cross_dataset"
@@ -34,18 +36,32 @@ class ResultsError(UserError):
     """A results file cannot be used for the tables."""
 
 
+#: A group's mark when its config files are not this checkout's (nothing to compare its settings with).
+CUSTOM_CONFIG = "config files not in this checkout's configs/"
+
+
 @dataclass(frozen=True, order=True)
 class Method:
-    """What one table column (or row) is about: a trainer with one setting."""
+    """What one table column (or row) is about: a trainer with one setting on one backbone.
+
+    ``variant``: how the group's config differs from the shipped config (``KEY=value`` each, see
+    `anchoropt.results.shipped`); empty for runs of the shipped config. Runs of one trainer that differ in
+    any of these fields are different groups, so they never share a cell.
+    """
 
     trainer: str
     config_name: str
     num_shots: int
     backbone: str
+    variant: tuple[str, ...] = ()
 
     @property
     def comparable_to_paper(self) -> bool:
         return self.num_shots == PAPER_SHOTS and self.backbone == PAPER_BACKBONE
+
+    @property
+    def shipped(self) -> bool:
+        return not self.variant
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,15 @@ class Result:
     subsample: str
     seed: int
     accuracy: float
+    fingerprint: str = ""
+    shipped_values: tuple[tuple[str, str], ...] = ()  # (KEY, shipped value) of each deviation in the variant
+    dataset_file: str = ""  # the dataset config's name (oxford_pets), as the scripts name the dataset
+
+    @property
+    def dataset_names(self) -> set[str]:
+        """The names ``--datasets`` accepts for this result's dataset (compared by `_dataset_key`)."""
+        names = {self.dataset, paper.dataset_label(self.dataset), self.dataset_file}
+        return {_dataset_key(n) for n in names if n}
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -72,11 +97,13 @@ def read_result(path: str) -> Result:
     if not isinstance(record, dict) or not str(record.get("schema", "")).startswith(SCHEMA.split("/")[0]):
         raise ResultsError(f'{path}: not an anchoropt results file (expected "schema": "{SCHEMA}")')
     try:
+        variant, shipped_values = _variant(record)
         method = Method(
             str(record["trainer"]),
             str(record.get("config_name", "")),
             int(record["num_shots"]),
-            str(record["backbone"]),
+            _backbone_label(record),
+            variant,
         )
         return Result(
             path=path,
@@ -86,9 +113,51 @@ def read_result(path: str) -> Result:
             subsample=str(record["subsample"]),
             seed=int(record["seed"]),
             accuracy=float(record["metrics"]["accuracy"]),
+            fingerprint=str(record.get("fingerprint") or ""),
+            shipped_values=shipped_values,
+            dataset_file=os.path.splitext(os.path.basename(str(record.get("dataset_config_file") or "")))[0],
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ResultsError(f"{path}: missing or malformed field {e}") from None
+
+
+def _record_config(record: Mapping) -> dict:
+    import yaml
+
+    try:
+        config = yaml.safe_load(record.get("config") or "")
+    except yaml.YAMLError:
+        return {}
+    return flat_config(config) if isinstance(config, dict) else {}
+
+
+def _backbone_label(record: Mapping) -> str:
+    """What was loaded (``backbone_identity``); a file named in an older record's config is marked unverified."""
+    identity = record.get("backbone_identity")
+    if isinstance(identity, Mapping) and identity.get("label"):
+        return str(identity["label"])
+    path = _record_config(record).get("MODEL.BACKBONE.PATH") if "config" in record else ""
+    if path:
+        return f"{os.path.basename(str(path))} (file, unverified)"
+    return str(record["backbone"])
+
+
+def _variant(record: Mapping) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """How the training run behind ``record`` differs from its shipped config (``KEY=value`` each)."""
+    if "config" not in record:
+        return (), ()
+    model = record.get("model") if isinstance(record.get("model"), Mapping) else None
+    if model and isinstance(model.get("config"), Mapping):  # an evaluation: judged by the model it loaded
+        config, files, dataset_file = model["config"], model.get("config_files", ""), model.get("dataset_config_file")
+    else:
+        flat = _record_config(record)
+        config = {k: v for k, v in flat.items() if is_result_key(k, str(flat.get("TRAINER.NAME", "")))}
+        files, dataset_file = record.get("config_file", ""), record.get("dataset_config_file", "")
+    found = deviations(config, files, dataset_file or "")
+    if found is None:
+        return (CUSTOM_CONFIG,), ()
+    variant = tuple(f"{key}={show_value(value)}" for key, value, _ in found)
+    return variant, tuple((key, show_value(shipped)) for key, _, shipped in found)
 
 
 def find_results(root: str) -> tuple[list[Result], list[str]]:
@@ -96,14 +165,20 @@ def find_results(root: str) -> tuple[list[Result], list[str]]:
     if not os.path.isdir(root):
         raise ResultsError(f"Not a directory: {root}")
     results, warnings = [], []
+    replaced = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if is_replaced(os.path.relpath(dirpath, root)):
+            replaced += RESULTS_FILE in filenames
+            continue
         if RESULTS_FILE in filenames:
             path = os.path.join(dirpath, RESULTS_FILE)
             try:
                 results.append(read_result(path))
             except ResultsError as e:
                 warnings.append(f"skipped {e}")
+    if replaced:
+        warnings.append(f"left out {replaced} results file(s) of runs moved aside by OVERWRITE (*.replaced-<n>)")
     return results, warnings
 
 
@@ -224,6 +299,16 @@ class Report:
     cross_dataset: list[TransferTable] = field(default_factory=list)
     domain_generalization: list[TransferTable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Groups whose config differs from the shipped one: method -> (marker, "KEY=value (shipped: v), ...").
+    footnotes: dict[Method, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[Method]:
+        return [t.method for t in (*self.base2new, *self.cross_dataset, *self.domain_generalization)]
+
+    @property
+    def backbones(self) -> list[str]:
+        return sorted({m.backbone for m in self.methods})
 
     @property
     def empty(self) -> bool:
@@ -237,9 +322,18 @@ def _method_order(method: Method) -> tuple:
     return (rank, method)
 
 
+def footnote_markers(methods: Iterable[Method]) -> dict[Method, str]:
+    """``[1]``, ``[2]``, ... for the groups whose config is not the shipped one, in table order."""
+    marked = [m for m in sorted(set(methods), key=_method_order) if not m.shipped]
+    return {m: f"[{i}]" for i, m in enumerate(marked, 1)}
+
+
 def method_labels(methods: Iterable[Method]) -> dict[Method, str]:
-    """The trainer name, plus the settings that tell apart several runs of one trainer."""
+    """The trainer name, the settings that tell apart several groups of one trainer, and the footnote marker of
+    a group whose config is not the shipped one."""
     methods = sorted(set(methods), key=_method_order)
+    markers = footnote_markers(methods)
+    all_backbones = {m.backbone for m in methods}
     labels = {}
     for m in methods:
         same = [o for o in methods if o.trainer == m.trainer]
@@ -248,10 +342,55 @@ def method_labels(methods: Iterable[Method]) -> dict[Method, str]:
             parts.append(m.config_name)
         if len({o.num_shots for o in same}) > 1:
             parts.append(f"{m.num_shots} shots")
-        if len({o.backbone for o in same}) > 1:
+        if len(all_backbones) > 1:
             parts.append(m.backbone)
-        labels[m] = f"{m.trainer} ({', '.join(parts)})" if parts else m.trainer
+        label = f"{m.trainer} ({', '.join(parts)})" if parts else m.trainer
+        labels[m] = f"{label} {markers[m]}" if m in markers else label
     return labels
+
+
+def _footnotes(results: Sequence[Result], methods: Iterable[Method]) -> dict[Method, tuple[str, str]]:
+    shipped: dict[Method, dict[str, set[str]]] = {}
+    for r in results:
+        for key, value in r.shipped_values:
+            shipped.setdefault(r.method, {}).setdefault(key, set()).add(value)
+    notes = {}
+    for m, marker in footnote_markers(methods).items():
+        parts = []
+        for item in m.variant:
+            key = item.split("=", 1)[0]
+            was = sorted(shipped.get(m, {}).get(key, ()))
+            parts.append(f"{item} (shipped: {' / '.join(was)})" if was else item)
+        notes[m] = (marker, f"{m.trainer}: " + ", ".join(parts))
+    return notes
+
+
+def filter_results(
+    results: Iterable[Result],
+    trainers: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    backbone: str = "",
+) -> list[Result]:
+    """The results of the given trainers, datasets (table name ``OxfordPets`` or script name ``oxford_pets``,
+    any case) and backbone (its label, e.g. ``ViT-B/16``); an empty filter keeps everything.
+
+    A transfer table keeps its ImageNet source column whatever ``datasets`` says."""
+    wanted = {_dataset_key(d) for d in datasets}
+    kept = []
+    for r in results:
+        if trainers and r.method.trainer not in trainers:
+            continue
+        if backbone and r.method.backbone != backbone:
+            continue
+        source = r.protocol == CROSS_DATASET and r.dataset == paper.SOURCE_DATASET
+        if wanted and not (r.dataset_names & wanted) and not source:
+            continue
+        kept.append(r)
+    return kept
+
+
+def _dataset_key(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
 
 
 Cells = dict[tuple[str, Method, str, str], dict[int, float]]  # (protocol, method, dataset, subsample) -> seed -> acc
@@ -273,8 +412,9 @@ def _collect(results: Iterable[Result], seeds: Sequence[int], warnings: list[str
         if r.seed in cells.get(key, {}):
             raise ResultsError(
                 f"Two results for {r.method.trainer} / {r.dataset} / {r.subsample} classes / seed {r.seed} "
-                f"({r.protocol}): {where[key + (r.seed,)]} and {r.path}. Point anchoropt-results at a folder "
-                "holding one run per setting (e.g. one OUTPUT per ablation)."
+                f"({r.protocol}, one backbone and config): {where[key + (r.seed,)]} and {r.path}. Point "
+                "anchoropt-results at a folder holding one run per setting (e.g. one OUTPUT per ablation), or "
+                "select with --trainers / --datasets / --backbone."
             )
         cells.setdefault(key, {})[r.seed] = r.accuracy
         where[key + (r.seed,)] = r.path
@@ -321,9 +461,11 @@ def build_report(
 ) -> Report:
     """Aggregate results into the three protocol tables (one entry per method found in each)."""
     seeds = tuple(sorted(set(seeds)))
+    results = list(results)
     report = Report(seeds=seeds, warnings=list(warnings))
     cells = _collect(results, seeds, report.warnings)
     labels = method_labels(m for (_, m, _, _) in cells)
+    report.footnotes = _footnotes(results, {m for (_, m, _, _) in cells})
     by_protocol = {p: sorted({m for (q, m, _, _) in cells if q == p}, key=_method_order) for p in PROTOCOLS}
     report.base2new = [_base2new(cells, m, labels[m], seeds, report.warnings) for m in by_protocol[BASE2NEW]]
     report.cross_dataset = [
@@ -337,10 +479,22 @@ def build_report(
     return report
 
 
-def load_report(root: str, seeds: Sequence[int] = DEFAULT_SEEDS) -> Report:
-    """``find_results`` + ``build_report``; raise ``ResultsError`` when ``root`` holds no results file."""
+def load_report(
+    root: str,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    trainers: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    backbone: str = "",
+) -> Report:
+    """``find_results`` + `filter_results` + ``build_report``; raise ``ResultsError`` when ``root`` holds no
+    results file (or none the filters keep)."""
     results, warnings = find_results(root)
     if not results:
         detail = f" ({len(warnings)} unreadable)" if warnings else ""
         raise ResultsError(f"No {RESULTS_FILE} files under {root}{detail}; run the protocol scripts first")
-    return build_report(results, seeds, warnings)
+    kept = filter_results(results, trainers, datasets, backbone)
+    if not kept:
+        found = sorted({(r.method.trainer, r.method.backbone) for r in results})
+        listed = ", ".join(f"{t} on {b}" for t, b in found)
+        raise ResultsError(f"No results under {root} match the filters; found: {listed}")
+    return build_report(kept, seeds, warnings)

@@ -25,7 +25,7 @@ PROTOCOLS = ("base2new", "cross_dataset", "dg")
 DATASET_LISTS = {"base2new": "AO_BASE2NEW_DATASETS", "cross_dataset": "AO_XD_TARGETS", "dg": "AO_DG_TARGETS"}
 LOG_DIR = "sweep_logs"
 # Script variables the sweep sets per job (or leaves unset on purpose), never inherited from the caller.
-SWEEP_OWNED = ("TRAINER", "CFG", "SHOTS", "STAGE1_ONLY", "DRY_RUN", "DATASETS", "SEEDS")
+SWEEP_OWNED = ("TRAINER", "CFG", "SHOTS", "STAGE1_ONLY", "DRY_RUN", "DRY_RUN_CHECK", "DATASETS", "SEEDS")
 # Script variables a caller may have exported for the whole sweep: recorded in every job (Slurm runs them later).
 SWEEP_WIDE = ("STAGE1_CFG", "STAGE1_OPTS", "PYTHON")
 ANCHOR_PATH_KEY = "TRAINER.ANCHOROPT.ANCHOR_PATH"
@@ -241,7 +241,10 @@ class Probe:
 
 
 def probe(job: Job) -> Probe:
-    proc = subprocess.run(job.command(), env=job.environ(DRY_RUN="1"), capture_output=True, text=True)
+    # DRY_RUN_CHECK: an existing run of other settings is refused here as it would be when the job runs;
+    # OVERWRITE=0: planning never moves a run aside (the job does, when OVERWRITE=1 was asked for).
+    env = job.environ(DRY_RUN="1", DRY_RUN_CHECK="1", OVERWRITE="0")
+    proc = subprocess.run(job.command(), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()] or [f"exit status {proc.returncode}"]
         return Probe([], lines[-1])

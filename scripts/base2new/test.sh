@@ -11,7 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 ao_dataset_seed_args "$AO_BASE2NEW_DATASETS" "base-to-novel" "$@"
 
-hint="bash scripts/base2new/train.sh $DATASET $SEED"
+hint=$(ao_same_settings scripts/base2new/train.sh "$DATASET" "$SEED")
 if [ "$STAGE1_ONLY" != 1 ]; then
   ao_evaluate "$DATASET" new base2new "base2new/$DATASET" \
     "$(ao_run_dir base2new train_base "$DATASET")" "$(ao_run_dir base2new test_new "$DATASET")" "$hint"

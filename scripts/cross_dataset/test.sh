@@ -11,4 +11,4 @@ ao_dataset_seed_args "$AO_XD_TARGETS" "cross-dataset evaluation" "$@"
 
 ao_evaluate "$DATASET" all cross_dataset cross_dataset \
   "$(ao_run_dir cross_dataset train imagenet)" "$(ao_run_dir cross_dataset test "$DATASET")" \
-  "bash scripts/cross_dataset/train.sh $SEED"
+  "$(ao_same_settings scripts/cross_dataset/train.sh "$SEED")"

@@ -10,4 +10,4 @@ ao_dataset_seed_args "$AO_DG_TARGETS" "domain generalisation" "$@"
 
 ao_evaluate "$DATASET" all domain_generalization cross_dataset \
   "$(ao_run_dir cross_dataset train imagenet)" "$(ao_run_dir domain_generalization test "$DATASET")" \
-  "bash scripts/cross_dataset/train.sh $SEED"
+  "$(ao_same_settings scripts/cross_dataset/train.sh "$SEED")"

@@ -1,0 +1,1 @@
+"""Parity with the official AnchorOPT code: a recorder of golden values and the Gumbel-noise replay both sides use."""
