@@ -110,7 +110,7 @@ def run_sweep(*args: str) -> subprocess.CompletedProcess:
         env=subprocess_env(),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # a safety net only: on an idle machine the sweep takes about a minute
     )
 
 

@@ -240,10 +240,11 @@ class Probe:
         return not self.commands and not self.error
 
 
-def probe(job: Job) -> Probe:
-    # DRY_RUN_CHECK: an existing run of other settings is refused here as it would be when the job runs;
-    # OVERWRITE=0: planning never moves a run aside (the job does, when OVERWRITE=1 was asked for).
-    env = job.environ(DRY_RUN="1", DRY_RUN_CHECK="1", OVERWRITE="0")
+def probe(job: Job, check: bool = True) -> Probe:
+    """``check``: an existing run of other settings is refused here as it would be when the job runs
+    (DRY_RUN_CHECK, one ``train.py --check-run`` per existing run); OVERWRITE=0: a probe never moves a run aside
+    (the job does, when OVERWRITE=1 was asked for)."""
+    env = job.environ(DRY_RUN="1", DRY_RUN_CHECK="1" if check else "0", OVERWRITE="0")
     proc = subprocess.run(job.command(), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()] or [f"exit status {proc.returncode}"]
