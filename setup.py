@@ -25,6 +25,7 @@ setup(
         "numpy>=1.22",
         "scipy>=1.8",
         "Pillow>=9.0",
+        "submitit>=1.5",
     ],
     extras_require={"test": ["pytest>=7.0", "ruff==0.17.6"]},
     entry_points={
@@ -35,6 +36,7 @@ setup(
             "anchoropt-descriptions-generate=anchoropt.cli.descriptions:generate_main",
             "anchoropt-results=anchoropt.cli.results:console_main",
             "anchoropt-positions=anchoropt.cli.positions:console_main",
+            "anchoropt-sweep=anchoropt.cli.sweep:console_main",
             "anchoropt-feature-cache=anchoropt.cli.feature_cache:console_main",
         ],
     },

@@ -14,6 +14,9 @@
 #   DRY_RUN  1: print the train.py commands instead of running them
 #   OVERWRITE  1: a run (or Stage I anchor) of other settings in the way is moved aside to <dir>.replaced-<n>
 #            and redone; without it the script stops, naming the keys that differ. Nothing is ever deleted.
+#   STAGE1_ONLY  1: a *_AnchorOPT trainer's train.sh learns only the Stage I anchor, its base2new test.sh
+#            evaluates only the anchor alone (anchoropt-sweep schedules these once per dataset and seed)
+#   DRY_RUN_CHECK  1 (with DRY_RUN=1): still check existing runs' settings (train.py --check-run), as a run would
 set -euo pipefail
 
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +34,7 @@ STAGE1_CFG=${STAGE1_CFG:-released}
 STAGE1_SHARED_CFG=vit_b16
 STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
+STAGE1_ONLY=${STAGE1_ONLY:-0}
 OVERWRITE=${OVERWRITE:-0}
 
 AO_BASE2NEW_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
@@ -186,7 +190,7 @@ ao_check_run() {
   elif compgen -G "$dir/*/checkpoint" > /dev/null; then
     AO_RUN_STATE=interrupted
   fi
-  [ "$AO_RUN_STATE" != absent ] && [ "$DRY_RUN" != 1 ] || return 0
+  [ "$AO_RUN_STATE" != absent ] && { [ "$DRY_RUN" != 1 ] || [ "${DRY_RUN_CHECK:-0}" = 1 ]; } || return 0
   local overwrite=()
   [ "$OVERWRITE" != 1 ] || overwrite=(--overwrite)
   AO_RUN_STATE=$(PYTHONWARNINGS=ignore "$PYTHON" "$AO_REPO/train.py" --check-run ${overwrite[@]+"${overwrite[@]}"} "$@") \
@@ -264,6 +268,17 @@ ao_stage1() {
 # checkpoints; a run of other settings stops the script (OVERWRITE=1: moved aside, then retrained).
 ao_train() {
   local dataset=$1 subsample=$2 protocol=$3 layer=$4 train_dir=$5 anchor_dir=$6
+  if [ "$STAGE1_ONLY" = 1 ]; then
+    ao_is_two_stage || ao_die "STAGE1_ONLY=1 needs a *_AnchorOPT trainer, got TRAINER=$TRAINER"
+    [ -z "$AO_USER_ANCHOR" ] || return 0
+    ao_stage1_check "$dataset" "$subsample" "$protocol" "$layer" "$anchor_dir"
+    if [ "$AO_STAGE1_STATE" = finished ]; then
+      ao_say "Stage I done before: reusing the anchor in $anchor_dir"
+    else
+      ao_stage1 "$dataset" "$subsample" "$anchor_dir"
+    fi
+    return 0
+  fi
   local stage2=() reused=""
   if ao_is_two_stage; then
     if [ -n "$AO_USER_ANCHOR" ]; then

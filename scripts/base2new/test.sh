@@ -12,10 +12,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 ao_dataset_seed_args "$AO_BASE2NEW_DATASETS" "base-to-novel" "$@"
 
 hint=$(ao_same_settings scripts/base2new/train.sh "$DATASET" "$SEED")
-ao_evaluate "$DATASET" new base2new "base2new/$DATASET" \
-  "$(ao_run_dir base2new train_base "$DATASET")" "$(ao_run_dir base2new test_new "$DATASET")" "$hint"
+if [ "$STAGE1_ONLY" != 1 ]; then
+  ao_evaluate "$DATASET" new base2new "base2new/$DATASET" \
+    "$(ao_run_dir base2new train_base "$DATASET")" "$(ao_run_dir base2new test_new "$DATASET")" "$hint"
+fi
 
-# AnchorOPT: also the Stage I anchor alone ("[A] of <class>.") on the new classes (the paper's Stage I row).
+# AnchorOPT: also the Stage I anchor alone ("[A] of <class>.") on the new classes (the paper's Stage I row);
+# with STAGE1_ONLY=1 only that.
 if ao_is_two_stage && [ -z "$AO_USER_ANCHOR" ]; then
   ao_use_stage1
   stage1_dir=$(ao_run_dir base2new train_base "$DATASET")
