@@ -20,22 +20,6 @@ from anchoropt.errors import DataError
 #: Bumped whenever the way features are computed or stored changes (old entries are then never read).
 FEATURE_FORMAT_VERSION = 1
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str) -> str:
-    """sha256 of a file's bytes, memoised per (path, size, mtime) for this process."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    memo_key = (real, st.st_size, st.st_mtime_ns)
-    if memo_key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(real, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _FILE_HASHES[memo_key] = digest.hexdigest()
-    return _FILE_HASHES[memo_key]
-
 
 def architecture_digest(model: torch.nn.Module) -> str:
     """sha256 over the names, shapes and dtypes of a model's tensors (not their values): cheap, and any
@@ -51,13 +35,13 @@ def backbone_identity(name: str, path: str, module: torch.nn.Module) -> dict[str
     ``MODEL.BACKBONE.PATH``'s bytes when a file is given, else the release's sha256 (OpenAI's download
     URL carries it; the `clip` package checks it on download), plus the module's architecture and
     storage dtypes. The one place to delegate to a backbone identity recorded at load time."""
-    import clip  # imported here: it is slow to import and the cache CLI does not need it
+    # imported here: the backbone module imports clip, which is slow, and the cache CLI does not need it
+    from anchoropt.backbone.loading import file_sha256, released_sha256
 
     if path:
         weights = {"file_sha256": file_sha256(os.path.expanduser(path))}
     else:
-        url = clip.clip._MODELS.get(name, "")
-        release = url.rstrip("/").split("/")[-2] if url.count("/") >= 2 else ""
+        release = {model: sha for sha, model in released_sha256().items()}.get(name, "")
         weights = {"name": name, "release_sha256": release}
     return {**weights, "tensors": architecture_digest(module)}
 
