@@ -11,6 +11,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["anchoropt", "anchoropt.*", "trainers", "trainers.*"]),
+    # the toy world's pretrained tiny CLIP (fp16, used token rows only; anchoropt-toyworld pretrain re-makes it)
+    package_data={"anchoropt.toyworld": ["weights/*.pt"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -34,6 +36,8 @@ setup(
             "anchoropt-descriptions-generate=anchoropt.cli.descriptions:generate_main",
             "anchoropt-results=anchoropt.cli.results:console_main",
             "anchoropt-positions=anchoropt.cli.positions:console_main",
+            "anchoropt-toyworld=anchoropt.cli.toyworld:console_main",
+            "anchoropt-demo=anchoropt.cli.demo:console_main",
         ],
     },
 )

@@ -10,6 +10,7 @@
 #   STAGE1_OPTS  extra KEY VALUE options for Stage I only (e.g. "OPTIM.MAX_EPOCH 1")
 #   PYTHON   the interpreter (default: python)
 #   DRY_RUN  1: print the train.py commands instead of running them
+#   XD_SOURCE  source dataset of cross_dataset/ and domain_generalization/ (default imagenet; toy_net: the toy world)
 set -euo pipefail
 
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,8 +27,18 @@ STAGE1_OPTS=${STAGE1_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
 
 AO_BASE2NEW_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-AO_DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+# The toy world (anchoropt-toyworld build): its "ImageNet" toy_net, 3 targets and toy_net's 4 shifted variants.
+AO_TOYWORLD_DATASETS="toy_net toy_patterns toy_objects toy_shapes"
+XD_SOURCE=${XD_SOURCE:-imagenet}
+case "$XD_SOURCE" in
+  imagenet)
+    AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+    AO_DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r" ;;
+  toy_net)
+    AO_XD_TARGETS="toy_patterns toy_objects toy_shapes"
+    AO_DG_TARGETS="toy_net_faded toy_net_sketch toy_net_clutter toy_net_pixel" ;;
+  *) echo "error: XD_SOURCE must be imagenet or toy_net, got '$XD_SOURCE'" >&2; exit 2 ;;
+esac
 # Options the scripts own: the protocol defines them (SEED and DATA are arguments / environment).
 AO_RESERVED_KEYS="DATASET.SUBSAMPLE_CLASSES RUN.PROTOCOL OUTPUT_DIR SEED DATASET.ROOT"
 

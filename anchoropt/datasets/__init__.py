@@ -21,10 +21,12 @@ from anchoropt.datasets.oxford_pets import OxfordPets
 from anchoropt.datasets.stanford_cars import StanfordCars
 from anchoropt.datasets.subsample import SUBSAMPLE_CHOICES, base_new_labels, subsample_classes
 from anchoropt.datasets.sun397 import SUN397
+from anchoropt.datasets.toyworld import WORLD_CLASSES  # the toy world's datasets (anchoropt.toyworld)
 from anchoropt.datasets.ucf101 import UCF101
 
 __all__ = [
     "CATALOG", "DATASET_NAMES", "DatasetFacts", "lookup", "SUBSAMPLE_CHOICES", "base_new_labels", "subsample_classes",
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft", "SUN397",
     "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR",
+    "WORLD_CLASSES",
 ]
