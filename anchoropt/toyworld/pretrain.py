@@ -39,7 +39,8 @@ class Recipe:
 
     version: str = "toyworld-v1"
     seed: int = 0
-    steps: int = 2000
+    steps: int = 2000  # length of the LR schedule (warm-up, cosine)
+    stop_step: int = 0  # stop after this many steps (0: at ``steps``); fits the run into a CPU budget
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -128,14 +129,14 @@ def pretrain(recipe: Recipe, log: Optional[Callable[[str], None]] = print,
     scenes = [_random_scene(rng, recipe.style_probs) for _ in range(recipe.pool_size)]
     images = np.stack([np.asarray(render(s, rng, recipe.image_size)) for s in scenes])
     log(f"toy world pretraining: {len(token_ids)} tokens, {recipe.pool_size} images drawn in "
-        f"{time.time() - started:.1f}s; {recipe.steps} steps of batch {recipe.batch_size}")
+        f"{time.time() - started:.1f}s; {recipe.stop_step or recipe.steps} steps of batch {recipe.batch_size}")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                                {"params": other, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
-    for step in range(recipe.steps):
+    for step in range(recipe.stop_step or recipe.steps):
         lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
         for group in optim.param_groups:
             group["lr"] = lr
@@ -154,7 +155,7 @@ def pretrain(recipe: Recipe, log: Optional[Callable[[str], None]] = print,
             model.logit_scale.clamp_(0, math.log(100))
         if snapshot is not None and (step + 1) % snapshot_every == 0:
             snapshot(step + 1, model.state_dict(), token_ids)
-        if step % 50 == 0 or step == recipe.steps - 1:
+        if step % 50 == 0 or step == (recipe.stop_step or recipe.steps) - 1:
             log(f"step {step + 1}/{recipe.steps} loss {loss.item():.4f} lr {lr:.2e} "
                 f"scale {model.logit_scale.exp().item():.1f} ({time.time() - started:.0f}s)")
     model.eval()

@@ -66,8 +66,10 @@ class World:
 
     def options(self) -> list[str]:
         """The ``KEY VALUE`` options every ``train.py`` call on this world needs (backbone file, image size)."""
-        size = Recipe.from_json(json.dumps(self.info["recipe"])).image_size
-        return ["MODEL.BACKBONE.PATH", str(self.clip_path), "INPUT.SIZE", f"({size}, {size})"]
+        recipe = Recipe.from_json(json.dumps(self.info["recipe"]))
+        # NAME only labels the runs (results files, tables); PATH is what is loaded
+        return ["MODEL.BACKBONE.NAME", f"ToyCLIP/{recipe.version}", "MODEL.BACKBONE.PATH", str(self.clip_path),
+                "INPUT.SIZE", f"({recipe.image_size}, {recipe.image_size})"]
 
 
 def load_committed_weights(path: Path = COMMITTED_WEIGHTS) -> tuple[dict, Recipe]:
