@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("pretrain", help="pretrain the tiny CLIP from the recipe")
     t.add_argument("--out", help="write the compact weights here")
     t.add_argument("--save-committed", action="store_true", help="replace the weights shipped with the package")
-    t.add_argument("--steps", type=int, help="override the recipe's steps (the result then is not the recipe's)")
+    t.add_argument("--steps", type=int, help="a full schedule of this many steps instead of the recipe's (the result then is not the recipe's)")
     d = sub.add_parser("descriptions", help="regenerate the world's description files")
     d.add_argument("--out", default=None, help="folder (default: the repository's descriptions/)")
     return p
@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pretrain":
         import torch
 
-        recipe = Recipe() if args.steps is None else dataclasses.replace(Recipe(), steps=args.steps)
-        torch.set_num_threads(min(torch.get_num_threads(), 2))  # more threads than cores only contend
+        recipe = Recipe() if args.steps is None else dataclasses.replace(Recipe(), steps=args.steps, stop_step=0)
+        # One thread: the shipped weights were made so, and float sums depend on the thread count.
+        torch.set_num_threads(1)
         started = time.time()
         state = pretrain(recipe)
         print(f"pretrained in {time.time() - started:.0f}s")

@@ -40,7 +40,7 @@ class Recipe:
     version: str = "toyworld-v1"
     seed: int = 0
     steps: int = 2000  # length of the LR schedule (warm-up, cosine)
-    stop_step: int = 0  # stop after this many steps (0: at ``steps``); fits the run into a CPU budget
+    stop_step: int = 800  # stop after this many steps (0: at ``steps``): what the shipped run could afford
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05

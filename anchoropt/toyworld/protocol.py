@@ -32,9 +32,15 @@ COMMON = ("DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "256", "T
           "TRAINER.COCOOP.PREC", "fp32", "TRAINER.MAPLE.PREC", "fp32", "TRAIN.PRINT_FREQ", "100")
 
 
+# CoOp and CoOp_AnchorOPT start their context from "a photo of a" (CoOp's ctxv1 setting) rather than noise: the
+# world's schedules are too short to recover from a random 16-token context, and both start alike.
+CONTEXT_INIT = {"CoOp": ("TRAINER.COOP.CTX_INIT", "a photo of a"),
+                "CoOp_AnchorOPT": ("TRAINER.ANCHOROPT.CTX_INIT", "a photo of a")}
+
+
 def trainer_options(world: World, trainer: str, epochs: Optional[int] = None) -> list[str]:
     """``KEY VALUE`` options for the protocol scripts' ``train.py`` calls of ``trainer`` on ``world``."""
-    opts = [*world.options(), *COMMON]
+    opts = [*world.options(), *COMMON, *CONTEXT_INIT.get(trainer, ())]
     if trainer in EPOCHS:
         opts += ["OPTIM.MAX_EPOCH", str(epochs or EPOCHS[trainer])]
     if trainer in LR:
