@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="toy_net", choices=[d.config for d in spec.BASE2NEW_DATASETS],
                    help="world dataset (default: toy_net, 64 classes: 32 base / 32 novel)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--root", help="world cache folder (default: $ANCHOROPT_TOYWORLD_ROOT or ~/.cache/anchoropt/toyworld)")
+    p.add_argument("--root",
+                   help="world cache folder (default: $ANCHOROPT_TOYWORLD_ROOT or ~/.cache/anchoropt/toyworld)")
     p.add_argument("--output", default="output/toyworld_demo", help="run folder (default: output/toyworld_demo)")
     p.add_argument("--trainers", nargs="+", default=list(TRAINERS), help=f"default: {' '.join(TRAINERS)}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")

@@ -22,13 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the world (weights + datasets) if it is not built yet")
-    b.add_argument("--root", help="world cache folder (default: $ANCHOROPT_TOYWORLD_ROOT or ~/.cache/anchoropt/toyworld)")
+    b.add_argument("--root",
+                   help="world cache folder (default: $ANCHOROPT_TOYWORLD_ROOT or ~/.cache/anchoropt/toyworld)")
     b.add_argument("--images-per-class", type=int, default=None, help="training images per class (default 32)")
-    b.add_argument("--pretrain", action="store_true", help="pretrain the CLIP here instead of using the shipped weights")
+    b.add_argument("--pretrain", action="store_true",
+                   help="pretrain the CLIP here instead of using the shipped weights")
     t = sub.add_parser("pretrain", help="pretrain the tiny CLIP from the recipe")
     t.add_argument("--out", help="write the compact weights here")
     t.add_argument("--save-committed", action="store_true", help="replace the weights shipped with the package")
-    t.add_argument("--steps", type=int, help="a full schedule of this many steps instead of the recipe's (the result then is not the recipe's)")
+    t.add_argument("--steps", type=int,
+                   help="a full schedule of this many steps instead of the recipe's (then not the recipe's weights)")
     d = sub.add_parser("descriptions", help="regenerate the world's description files")
     d.add_argument("--out", default=None, help="folder (default: the repository's descriptions/)")
     return p

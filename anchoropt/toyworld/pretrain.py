@@ -137,7 +137,8 @@ def pretrain(recipe: Recipe, log: Optional[Callable[[str], None]] = print,
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
     for step in range(recipe.stop_step or recipe.steps):
-        lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
+        warmup = min(1.0, (step + 1) / recipe.warmup_steps)
+        lr = recipe.lr * warmup * 0.5 * (1 + math.cos(math.pi * step / recipe.steps))
         for group in optim.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, recipe.pool_size, (recipe.batch_size,), generator=generator)

@@ -11,7 +11,9 @@ DATASETS=${DATASETS:-$AO_BASE2NEW_DATASETS}
 SEEDS=${SEEDS:-1 2 3}
 ao_parse_extra "$@"
 ao_require_data
-for dataset in $DATASETS; do ao_require_dataset "$dataset" "$AO_BASE2NEW_DATASETS $AO_TOYWORLD_DATASETS" "base-to-novel"; done
+for dataset in $DATASETS; do
+  ao_require_dataset "$dataset" "$AO_BASE2NEW_DATASETS $AO_TOYWORLD_DATASETS" "base-to-novel"
+done
 for seed in $SEEDS; do ao_require_seed "$seed"; done
 
 here=$(dirname "${BASH_SOURCE[0]}")
