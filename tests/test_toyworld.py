@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import anchoropt.datasets  # noqa: F401  (registers the datasets, as train.py does)
 from anchoropt.cli.results import main as results_main
 from anchoropt.engine import DATASET_REGISTRY
 from anchoropt.toyworld import grammar, spec

@@ -36,6 +36,7 @@ COMMITTED_WEIGHTS = Path(__file__).with_name("weights") / "toyworld_clip.pt"
 WORLD_FILE = "world.json"
 DEFAULT_IMAGES_PER_CLASS = 32  # training images per class (val: 1/4, test: 1/2 of it); 16 shots are sampled
 SEED = 0  # the images' seed (the weights' seed is in the recipe)
+LAYOUT = 2  # bump when the files written change: older worlds are rebuilt
 
 
 def default_root() -> Path:
@@ -94,7 +95,8 @@ def build_world(root: Optional[os.PathLike] = None, images_per_class: int = DEFA
     recipe = recipe or Recipe()
     suffix = "" if images_per_class == DEFAULT_IMAGES_PER_CLASS else f"-{images_per_class}img"
     world = World(Path(root or default_root()).expanduser() / f"{recipe.version}{suffix}")
-    wanted = {"recipe": json.loads(recipe.to_json()), "images_per_class": images_per_class, "image_seed": SEED}
+    wanted = {"recipe": json.loads(recipe.to_json()), "images_per_class": images_per_class, "image_seed": SEED,
+              "layout": LAYOUT}
     info_path = world.folder / WORLD_FILE
     if info_path.is_file() and world.clip_path.is_file() and not force_pretrain:
         have = json.loads(info_path.read_text())
@@ -149,6 +151,8 @@ def write_dataset(data_root: Path, dataset: spec.WorldDataset, images_per_class:
                 path = class_dir / f"{split}_{k:03d}.png"
                 render(scene_for(dataset, name, rng), rng).save(path)
                 splits[split].append(Datum(impath=str(path), label=label, classname=name))
+    if dataset.role == "variant":  # a split file needs a train list: test-only sets list their images as both
+        splits["train"] = splits["test"]
     save_split(splits["train"], splits["val"], splits["test"], str(folder / f"split_zhou_{dataset.name}.json"),
                str(image_dir))
 
