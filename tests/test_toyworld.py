@@ -57,13 +57,31 @@ def _run(script: str, args: list[str], world: tw.World, trainer: str, output: Pa
 
 
 @pytest.fixture(scope="session")
-def base2new_runs(toy_world: tw.World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ZeroshotCLIP, CoOp and CoOp_AnchorOPT (both stages) base-to-novel on ToyNet through the scripts."""
-    output = tmp_path_factory.mktemp("toyworld_base2new")
-    for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
-        for script in ("base2new/train.sh", "base2new/test.sh"):
-            _run(script, ["toy_net", str(SEED)], toy_world, trainer, output)
+def base2new_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("toyworld_base2new")
+
+
+def _base2new(world: tw.World, output: Path, trainer: str) -> Path:
+    for script in ("base2new/train.sh", "base2new/test.sh"):
+        _run(script, ["toy_net", str(SEED)], world, trainer, output)
     return output
+
+
+# One fixture per trainer, sharing one output folder: a test runs only the trainers it reads.
+@pytest.fixture(scope="session")
+def zero_shot_runs(toy_world: tw.World, base2new_output: Path) -> Path:
+    return _base2new(toy_world, base2new_output, "ZeroshotCLIP")
+
+
+@pytest.fixture(scope="session")
+def coop_runs(toy_world: tw.World, base2new_output: Path) -> Path:
+    return _base2new(toy_world, base2new_output, "CoOp")
+
+
+@pytest.fixture(scope="session")
+def anchoropt_runs(toy_world: tw.World, base2new_output: Path) -> Path:
+    """CoOp_AnchorOPT: Stage I (anchor from descriptions), Stage II on the base classes, tests on base and new."""
+    return _base2new(toy_world, base2new_output, "CoOp_AnchorOPT")
 
 
 # ---- the world itself --------------------------------------------------------------------------
@@ -146,38 +164,39 @@ def test_missing_world_is_one_clear_error(tmp_path: Path) -> None:
 
 
 # ---- behaviour through the protocol scripts ----------------------------------------------------
-def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(base2new_runs: Path) -> None:
+def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(zero_shot_runs: Path) -> None:
     for half, kind in (("base", "train_base"), ("new", "test_new")):
-        acc = _accuracy(base2new_runs, kind, "toy_net", "ZeroshotCLIP")
+        acc = _accuracy(zero_shot_runs, kind, "toy_net", "ZeroshotCLIP")
         assert acc >= 3 * _chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
 
 
-def test_coop_raises_base_accuracy_over_zero_shot(base2new_runs: Path) -> None:
-    zero_shot = _accuracy(base2new_runs, "train_base", "toy_net", "ZeroshotCLIP")
-    coop = _accuracy(base2new_runs, "train_base", "toy_net", "CoOp")
+def test_coop_raises_base_accuracy_over_zero_shot(zero_shot_runs: Path, coop_runs: Path) -> None:
+    zero_shot = _accuracy(zero_shot_runs, "train_base", "toy_net", "ZeroshotCLIP")
+    coop = _accuracy(coop_runs, "train_base", "toy_net", "CoOp")
     assert coop >= zero_shot + 3.0, f"CoOp base {coop:.1f}% vs zero-shot {zero_shot:.1f}%"
 
 
-def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_chance(base2new_runs: Path) -> None:
-    stage1 = next(base2new_runs.glob("base2new/train_base/toy_net/shots_16/AnchorOPT_StageI/*/seed1"))
+def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_chance(anchoropt_runs: Path) -> None:
+    stage1 = next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/AnchorOPT_StageI/*/seed1"))
     # With ANCHOR_CE_WEIGHT 0 the logged loss is ANCHOR_MSE_WEIGHT x the description MSE (printed with 4 digits).
     losses = [float(x) for x in re.findall(r"batch \[\d+/\d+\] loss ([0-9.]+) ", (stage1 / "log.txt").read_text())]
     # The random-weight CLIP moved it 0.5% (26.27 -> 26.15); one anchor token cannot match every sentence.
     assert len(losses) >= STAGE1_EPOCHS and losses[-1] <= 0.9 * losses[0], f"Stage I loss {losses[0]} -> {losses[-1]}"
     for half, kind in (("base", "train_base"), ("new", "test_new")):
-        acc = _accuracy(base2new_runs, kind, "toy_net", "AnchorOPT_StageI")
+        acc = _accuracy(anchoropt_runs, kind, "toy_net", "AnchorOPT_StageI")
         assert acc >= 3 * _chance(spec.SOURCE, half), f"anchor-only prompt, {half} classes: {acc:.1f}%"
 
 
-def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(base2new_runs: Path) -> None:
-    novel = _accuracy(base2new_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
+def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(anchoropt_runs: Path) -> None:
+    novel = _accuracy(anchoropt_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
     assert novel >= 3 * _chance(spec.SOURCE, "new"), f"CoOp_AnchorOPT novel: {novel:.1f}%"
-    assert (next(base2new_runs.glob("base2new/train_base/toy_net/shots_16/CoOp_AnchorOPT/*/seed1"))
+    assert (next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/CoOp_AnchorOPT/*/seed1"))
             / "positions.png").is_file()
 
 
-def test_results_table_shows_the_three_methods(base2new_runs: Path, capsys) -> None:
-    assert results_main([str(base2new_runs), "--seeds", str(SEED), "--format", "json"]) == 0
+def test_results_table_shows_the_three_methods(zero_shot_runs: Path, coop_runs: Path, anchoropt_runs: Path,
+                                               capsys) -> None:
+    assert results_main([str(anchoropt_runs), "--seeds", str(SEED), "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = {m["trainer"]: {r["dataset"]: r for r in m["datasets"]} for m in report["base2new"]}
     for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
