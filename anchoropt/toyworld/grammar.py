@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,3 @@ def vocabulary_texts() -> list[str]:
               "drawing photo background dark X , . ; :"]
     return texts
 
-
-def all_class_names(colours: Sequence[str], shapes: Sequence[str], patterns: Sequence[Optional[str]]) -> list[str]:
-    return [class_name(c, s, p) for p in patterns for c in colours for s in shapes]

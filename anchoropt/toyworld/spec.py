@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 from anchoropt.toyworld.grammar import COLOURS, PATTERNS, SHAPES, class_name
 
@@ -76,6 +75,3 @@ def split_sizes(images_per_class: int) -> tuple[int, int, int]:
     """(train, val, test) images per class for a world built with ``images_per_class`` training images."""
     return images_per_class, max(2, images_per_class // 4), max(4, images_per_class // 2)
 
-
-def classes_of(name: Optional[str] = None) -> tuple[str, ...]:
-    return lookup(name).classes if name else SOURCE.classes
