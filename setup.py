@@ -12,6 +12,8 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["anchoropt", "anchoropt.*", "trainers", "trainers.*"]),
+    # the toy world's pretrained tiny CLIP (fp16, used token rows only; anchoropt-toyworld pretrain re-makes it)
+    package_data={"anchoropt.toyworld": ["weights/*.pt"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
@@ -38,6 +40,8 @@ setup(
             "anchoropt-positions=anchoropt.cli.positions:console_main",
             "anchoropt-sweep=anchoropt.cli.sweep:console_main",
             "anchoropt-feature-cache=anchoropt.cli.feature_cache:console_main",
+            "anchoropt-toyworld=anchoropt.cli.toyworld:console_main",
+            "anchoropt-demo=anchoropt.cli.demo:console_main",
         ],
     },
 )

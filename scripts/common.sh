@@ -17,6 +17,7 @@
 #   STAGE1_ONLY  1: a *_AnchorOPT trainer's train.sh learns only the Stage I anchor, its base2new test.sh
 #            evaluates only the anchor alone (anchoropt-sweep schedules these once per dataset and seed)
 #   DRY_RUN_CHECK  1 (with DRY_RUN=1): still check existing runs' settings (train.py --check-run), as a run would
+#   XD_SOURCE  source dataset of cross_dataset/ and domain_generalization/ (default imagenet; toy_net: the toy world)
 set -euo pipefail
 
 AO_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,8 +39,18 @@ STAGE1_ONLY=${STAGE1_ONLY:-0}
 OVERWRITE=${OVERWRITE:-0}
 
 AO_BASE2NEW_DATASETS="imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
-AO_DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+# The toy world (anchoropt-toyworld build): its "ImageNet" toy_net, 3 targets and toy_net's 4 shifted variants.
+AO_TOYWORLD_DATASETS="toy_net toy_patterns toy_objects toy_shapes"
+XD_SOURCE=${XD_SOURCE:-imagenet}
+case "$XD_SOURCE" in
+  imagenet)
+    AO_XD_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+    AO_DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r" ;;
+  toy_net)
+    AO_XD_TARGETS="toy_patterns toy_objects toy_shapes"
+    AO_DG_TARGETS="toy_net_faded toy_net_sketch toy_net_clutter toy_net_pixel" ;;
+  *) echo "error: XD_SOURCE must be imagenet or toy_net, got '$XD_SOURCE'" >&2; exit 2 ;;
+esac
 # Options the scripts own: the protocol defines them (SEED and DATA are arguments / environment).
 AO_RESERVED_KEYS="DATASET.SUBSAMPLE_CLASSES RUN.PROTOCOL OUTPUT_DIR SEED DATASET.ROOT"
 
@@ -91,6 +102,7 @@ ao_same_settings() {
   [ -z "$AO_GIVEN_OUTPUT" ] || words+=("OUTPUT=$OUTPUT")
   [ -z "$AO_GIVEN_STAGE1_CFG" ] || words+=("STAGE1_CFG=$STAGE1_CFG")
   [ -z "$STAGE1_OPTS" ] || words+=("STAGE1_OPTS=$STAGE1_OPTS")
+  [ "$XD_SOURCE" = imagenet ] || words+=("XD_SOURCE=$XD_SOURCE")
   words+=(bash "$@" ${AO_EXTRA[@]+"${AO_EXTRA[@]}"})
   local line
   line=$(printf '%q ' "${words[@]}")

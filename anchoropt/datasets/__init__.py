@@ -22,6 +22,7 @@ from anchoropt.datasets.oxford_pets import OxfordPets
 from anchoropt.datasets.stanford_cars import StanfordCars
 from anchoropt.datasets.subsample import SUBSAMPLE_CHOICES, base_new_labels, subsample_classes
 from anchoropt.datasets.sun397 import SUN397
+from anchoropt.datasets.toyworld import WORLD_CLASSES  # the toy world's datasets (anchoropt.toyworld)
 from anchoropt.datasets.ucf101 import UCF101
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "ImageNetSketch",
     "ImageNetA",
     "ImageNetR",
+    "WORLD_CLASSES",
 ]

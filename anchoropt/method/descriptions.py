@@ -114,9 +114,19 @@ def description_dataset(dataset_name: str) -> str:
 
 
 def default_descriptions_path(dataset_name: str, root: str | Path | None = None) -> Path:
-    """Where the dataset's description file lives: `root` (default: the repository's descriptions/)."""
-    source = DESCRIPTION_SOURCES[description_dataset(dataset_name)]
-    return Path(root if root is not None else DESCRIPTIONS_DIR) / source.file_name
+    """Where the dataset's description file lives: `root` (default: the repository's descriptions/).
+
+    A dataset without a download source may ship its own file, ``<registry name>.json`` (the toy world's
+    generated descriptions).
+    """
+    folder = Path(root if root is not None else DESCRIPTIONS_DIR)
+    shipped = folder / f"{dataset_name}.json"
+    if (
+        dataset_name.casefold() not in {n.casefold() for n in [*DESCRIPTION_SOURCES, *DATASET_ALIASES]}
+        and shipped.is_file()
+    ):
+        return shipped
+    return folder / DESCRIPTION_SOURCES[description_dataset(dataset_name)].file_name
 
 
 def parse_descriptions(text: str | bytes, source: str | Path) -> dict[str, list[str]]:

@@ -44,8 +44,8 @@ def paper_base2new(method: Method, dataset: Optional[str]) -> Optional[paper.Bas
     return row
 
 
-def paper_transfer(method: Method, protocol: str) -> dict[str, float]:
-    if not method.comparable_to_paper:
+def paper_transfer(method: Method, protocol: str, source: str = paper.SOURCE_DATASET) -> dict[str, float]:
+    if not method.comparable_to_paper or source != paper.SOURCE_DATASET:
         return {}
     return (
         paper.cross_dataset(method.trainer)
@@ -153,7 +153,7 @@ def _align_rows(tables: list[Base2NewTable]) -> list[Base2NewTable]:
 def _transfer_rows(tables: list[TransferTable], protocol: str, show_paper: bool):
     targets = list(tables[0].targets)
     headers = (
-        ["Method", f"{paper.dataset_label(paper.SOURCE_DATASET)} (source)"]
+        ["Method", f"{paper.dataset_label(tables[0].source_dataset)} (source)"]
         + [paper.dataset_label(d) for d in targets]
         + ["Average"]
     )
@@ -161,7 +161,7 @@ def _transfer_rows(tables: list[TransferTable], protocol: str, show_paper: bool)
     for t in tables:
         avg = _num(t.average) if t.average is not None else f"incomplete ({t.datasets_complete}/{len(targets)})"
         rows.append([t.label, _stats_cell(t.source)] + [_stats_cell(t.targets[d]) for d in targets] + [avg])
-        published = paper_transfer(t.method, protocol)
+        published = paper_transfer(t.method, protocol, t.source_dataset)
         if show_paper and published:
             columns = [paper.SOURCE_DATASET] + targets + [paper.AVERAGE]
             ours = [t.source and t.source.mean] + [t.targets[d] and t.targets[d].mean for d in targets] + [t.average]
@@ -211,8 +211,13 @@ def _tables(report: Report, show_paper: bool) -> list[tuple[str, list[str], list
         out.append((titles["base2new"], headers, rows, below))
     for protocol in ("cross_dataset", "domain_generalization"):
         tables = getattr(report, protocol)
-        if tables:
-            out.append((titles[protocol], *_transfer_rows(tables, protocol, show_paper), ""))
+        for source in dict.fromkeys(t.source_dataset for t in tables):  # one table per source, in order
+            title = titles[protocol]
+            if source != paper.SOURCE_DATASET:
+                title = f"{title.replace('ImageNet', source)} (source {source})"
+            out.append(
+                (title, *_transfer_rows([t for t in tables if t.source_dataset == source], protocol, show_paper), "")
+            )
     return out
 
 
@@ -305,7 +310,7 @@ def _base2new_json(t: Base2NewTable, show_paper: bool) -> dict:
 
 
 def _transfer_json(t: TransferTable, protocol: str, show_paper: bool) -> dict:
-    published = paper_transfer(t.method, protocol) if show_paper else {}
+    published = paper_transfer(t.method, protocol, t.source_dataset) if show_paper else {}
 
     def entry(dataset: str, role: str, s: Optional[SeedStats]) -> dict:
         e = {"dataset": dataset, "role": role, "accuracy": _stats_json(s)}
@@ -314,7 +319,7 @@ def _transfer_json(t: TransferTable, protocol: str, show_paper: bool) -> dict:
             e["diff"] = _diff(s and s.mean, published.get(dataset))
         return e
 
-    datasets = [entry(paper.SOURCE_DATASET, "source", t.source)] + [entry(d, "target", s) for d, s in t.targets.items()]
+    datasets = [entry(t.source_dataset, "source", t.source)] + [entry(d, "target", s) for d, s in t.targets.items()]
     average = {
         "accuracy": t.average,
         "complete": t.average is not None,

@@ -279,6 +279,7 @@ class TransferTable:
     label: str
     source: Optional[SeedStats]
     targets: dict[str, Optional[SeedStats]]
+    source_dataset: str = paper.SOURCE_DATASET  # ImageNet, or another source (the toy world's ToyNet)
 
     @property
     def datasets_complete(self) -> int:
@@ -446,14 +447,48 @@ def _base2new(cells: Cells, method: Method, label: str, seeds: Sequence[int], wa
     return Base2NewTable(method, label, rows, average)
 
 
+def transfer_setups() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(source, cross-dataset targets, DG targets) of each transfer protocol setup: ImageNet's and the toy world's."""
+    from anchoropt.toyworld import spec  # plain data, no torch
+
+    world = (spec.SOURCE.name, tuple(d.name for d in spec.TARGETS), tuple(d.name for d in spec.VARIANTS))
+    return [(paper.SOURCE_DATASET, paper.CROSS_DATASET_TARGETS, paper.DG_TARGETS), world]
+
+
 def _transfer(
-    cells: Cells, protocol: str, targets: Sequence[str], method: Method, label: str, seeds: Sequence[int]
+    cells: Cells,
+    protocol: str,
+    targets: Sequence[str],
+    method: Method,
+    label: str,
+    seeds: Sequence[int],
+    source_dataset: str = paper.SOURCE_DATASET,
 ) -> TransferTable:
-    # The source column of both transfer tables is the ImageNet model's own test (cross-dataset training run).
-    source = seed_stats(cells.get((CROSS_DATASET, method, paper.SOURCE_DATASET, "all"), {}), seeds)
+    # The source column of both transfer tables is the source model's own test (cross-dataset training run).
+    source = seed_stats(cells.get((CROSS_DATASET, method, source_dataset, "all"), {}), seeds)
     return TransferTable(
-        method, label, source, {d: seed_stats(cells.get((protocol, method, d, "all"), {}), seeds) for d in targets}
+        method,
+        label,
+        source,
+        {d: seed_stats(cells.get((protocol, method, d, "all"), {}), seeds) for d in targets},
+        source_dataset,
     )
+
+
+def _transfer_tables(
+    cells: Cells, protocol: str, methods: Sequence[Method], labels: dict[Method, str], seeds: Sequence[int]
+) -> list[TransferTable]:
+    """One table per method and setup with results; the ImageNet setup also takes results of unknown datasets."""
+    setups = transfer_setups()
+    tables = []
+    for index, (source, xd_targets, dg_targets) in enumerate(setups):
+        targets = xd_targets if protocol == CROSS_DATASET else dg_targets
+        others = {d for s, xd, dg in setups[:index] + setups[index + 1 :] for d in (s, *xd, *dg)}
+        for m in methods:
+            found = {d for (p, q, d, _) in cells if q == m and (p == protocol or (p == CROSS_DATASET and d == source))}
+            if (found & {source, *targets}) or (index == 0 and found - others):
+                tables.append(_transfer(cells, protocol, targets, m, labels[m], seeds, source))
+    return tables
 
 
 def build_report(
@@ -468,14 +503,10 @@ def build_report(
     report.footnotes = _footnotes(results, {m for (_, m, _, _) in cells})
     by_protocol = {p: sorted({m for (q, m, _, _) in cells if q == p}, key=_method_order) for p in PROTOCOLS}
     report.base2new = [_base2new(cells, m, labels[m], seeds, report.warnings) for m in by_protocol[BASE2NEW]]
-    report.cross_dataset = [
-        _transfer(cells, CROSS_DATASET, paper.CROSS_DATASET_TARGETS, m, labels[m], seeds)
-        for m in by_protocol[CROSS_DATASET]
-    ]
-    report.domain_generalization = [
-        _transfer(cells, DOMAIN_GENERALIZATION, paper.DG_TARGETS, m, labels[m], seeds)
-        for m in by_protocol[DOMAIN_GENERALIZATION]
-    ]
+    report.cross_dataset = _transfer_tables(cells, CROSS_DATASET, by_protocol[CROSS_DATASET], labels, seeds)
+    report.domain_generalization = _transfer_tables(
+        cells, DOMAIN_GENERALIZATION, by_protocol[DOMAIN_GENERALIZATION], labels, seeds
+    )
     return report
 
 

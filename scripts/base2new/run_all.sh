@@ -13,7 +13,9 @@ DATASETS=${DATASETS:-$AO_BASE2NEW_DATASETS}
 SEEDS=${SEEDS:-1 2 3}
 ao_parse_extra "$@"
 ao_require_data
-for dataset in $DATASETS; do ao_require_dataset "$dataset" "$AO_BASE2NEW_DATASETS" "base-to-novel"; done
+for dataset in $DATASETS; do
+  ao_require_dataset "$dataset" "$AO_BASE2NEW_DATASETS $AO_TOYWORLD_DATASETS" "base-to-novel"
+done
 for seed in $SEEDS; do ao_require_seed "$seed"; done
 
 # The folder of each dataset under DATA (CoOp's DATASETS.md names, from the dataset catalog).

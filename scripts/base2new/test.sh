@@ -9,7 +9,7 @@
 # AnchorOPT_StageI in the tables). An evaluation already done (and newer than the model) is not redone.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
-ao_dataset_seed_args "$AO_BASE2NEW_DATASETS" "base-to-novel" "$@"
+ao_dataset_seed_args "$AO_BASE2NEW_DATASETS $AO_TOYWORLD_DATASETS" "base-to-novel" "$@"
 
 hint=$(ao_same_settings scripts/base2new/train.sh "$DATASET" "$SEED")
 if [ "$STAGE1_ONLY" != 1 ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-dataset, step 2: evaluate the ImageNet model of cross_dataset/train.sh on all classes of DATASET.
+# Cross-dataset, step 2: evaluate the ImageNet (XD_SOURCE) model of cross_dataset/train.sh on all classes of DATASET.
 #
 #   DATA=/path/to/datasets bash scripts/cross_dataset/test.sh DATASET SEED [KEY VALUE ...]
 #
@@ -10,5 +10,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 ao_dataset_seed_args "$AO_XD_TARGETS" "cross-dataset evaluation" "$@"
 
 ao_evaluate "$DATASET" all cross_dataset cross_dataset \
-  "$(ao_run_dir cross_dataset train imagenet)" "$(ao_run_dir cross_dataset test "$DATASET")" \
+  "$(ao_run_dir cross_dataset train "$XD_SOURCE")" "$(ao_run_dir cross_dataset test "$DATASET")" \
   "$(ao_same_settings scripts/cross_dataset/train.sh "$SEED")"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-dataset (and domain generalisation), step 1: train on ImageNet, all classes, with SEED.
+# Cross-dataset (and domain generalisation), step 1: train on ImageNet (XD_SOURCE), all classes, with SEED.
 #
 #   DATA=/path/to/datasets bash scripts/cross_dataset/train.sh SEED [KEY VALUE ...]
 #
@@ -15,5 +15,5 @@ ao_require_seed "$SEED"
 ao_parse_extra "$@"
 ao_require_data
 
-ao_train imagenet all cross_dataset cross_dataset \
-  "$(ao_run_dir cross_dataset train imagenet)" "$(ao_anchor_dir cross_dataset train imagenet)"
+ao_train "$XD_SOURCE" all cross_dataset cross_dataset \
+  "$(ao_run_dir cross_dataset train "$XD_SOURCE")" "$(ao_anchor_dir cross_dataset train "$XD_SOURCE")"
