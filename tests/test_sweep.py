@@ -70,7 +70,8 @@ def sweep_args(root: Path, output: str, *more: str, seeds=("1", "2")) -> list[st
 
 
 def run_dir(out: Path, kind: str, trainer: str, seed: int) -> Path:
-    return out / "base2new" / kind / "oxford_pets" / "shots_16" / trainer / "vit_b16" / f"seed{seed}"
+    cfg = "released" if trainer == "AnchorOPT_StageI" else "vit_b16"  # the scripts' default STAGE1_CFG
+    return out / "base2new" / kind / "oxford_pets" / "shots_16" / trainer / cfg / f"seed{seed}"
 
 
 def accuracy(folder: Path) -> float:
