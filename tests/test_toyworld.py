@@ -173,18 +173,21 @@ def test_missing_world_is_one_clear_error(tmp_path: Path) -> None:
 
 
 # ---- behaviour through the protocol scripts ----------------------------------------------------
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(zero_shot_runs: Path) -> None:
     for half, kind in (("base", "train_base"), ("new", "test_new")):
         acc = _accuracy(zero_shot_runs, kind, "toy_net", "ZeroshotCLIP")
         assert acc >= 3 * _chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_coop_raises_base_accuracy_over_zero_shot(zero_shot_runs: Path, coop_runs: Path) -> None:
     zero_shot = _accuracy(zero_shot_runs, "train_base", "toy_net", "ZeroshotCLIP")
     coop = _accuracy(coop_runs, "train_base", "toy_net", "CoOp")
     assert coop >= zero_shot + 3.0, f"CoOp base {coop:.1f}% vs zero-shot {zero_shot:.1f}%"
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_chance(anchoropt_runs: Path) -> None:
     stage1 = next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/AnchorOPT_StageI/*/seed1"))
     # The description MSE itself, per epoch, from the machine-readable history (not the log).
@@ -197,6 +200,7 @@ def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_c
         assert acc >= 3 * _chance(spec.SOURCE, half), f"anchor-only prompt, {half} classes: {acc:.1f}%"
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(anchoropt_runs: Path) -> None:
     novel = _accuracy(anchoropt_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
     assert novel >= 3 * _chance(spec.SOURCE, "new"), f"CoOp_AnchorOPT novel: {novel:.1f}%"
@@ -205,6 +209,7 @@ def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(anchor
     ).is_file()
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_results_table_shows_the_three_methods(
     zero_shot_runs: Path, coop_runs: Path, anchoropt_runs: Path, capsys
 ) -> None:
@@ -216,6 +221,7 @@ def test_results_table_shows_the_three_methods(
         assert row["complete"] and row["hm"] is not None
 
 
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_cross_dataset_and_domain_generalization_scripts_fill_their_tables(
     toy_world: tw.World, tmp_path: Path, capsys
 ) -> None:
