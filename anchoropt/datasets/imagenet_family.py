@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from anchoropt.datasets.catalog import DatasetFacts
@@ -16,7 +15,7 @@ from anchoropt.datasets.files import (
     require_entries,
 )
 from anchoropt.datasets.splits import paused_gc
-from anchoropt.datasets.subsample import check_subsample
+from anchoropt.datasets.subsample import warn_subsample_ignored
 from anchoropt.engine import DatasetBase, Datum
 from anchoropt.errors import DataError
 
@@ -66,11 +65,7 @@ class ImageNetVariant(DatasetBase):
 
     def __init__(self, cfg: Any) -> None:
         facts = self.facts
-        if check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES) != "all":
-            warnings.warn(
-                f"{facts.name} is a test-only dataset evaluated on all its classes; "
-                f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES} is ignored (as in CoOp)"
-            )
+        warn_subsample_ignored(cfg, facts.name, " (as in CoOp)")
         self.dataset_dir = dataset_folder(cfg, facts)
         require_entries(facts, self.dataset_dir, facts.required)
         self.image_dir = self._find_image_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 from anchoropt.engine import Datum
@@ -16,6 +17,16 @@ def check_subsample(value: Any) -> str:
     if value not in SUBSAMPLE_CHOICES:
         raise ConfigError(f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}, got {value!r}")
     return value
+
+
+def warn_subsample_ignored(cfg: Any, dataset_name: str, why: str = "") -> None:
+    """Test-only datasets (the ImageNet variants, the toy world's shifted copies) are scored on all their
+    classes: a base/new request is validated, then ignored with a warning."""
+    if check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES) != "all":
+        warnings.warn(
+            f"{dataset_name} is a test-only dataset evaluated on all its classes; "
+            f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES} is ignored{why}"
+        )
 
 
 def base_new_labels(labels: Sequence[int]) -> tuple[list[int], list[int]]:

@@ -8,14 +8,13 @@ targets with other classes and domains. Each lives in ``<DATASET.ROOT>/<config>/
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from anchoropt.datasets.benchmark import BenchmarkDataset
 from anchoropt.datasets.catalog import DatasetFacts, Entry
 from anchoropt.datasets.files import check_images_exist, data_root
 from anchoropt.datasets.splits import read_split
-from anchoropt.datasets.subsample import check_subsample
+from anchoropt.datasets.subsample import warn_subsample_ignored
 from anchoropt.engine import DATASET_REGISTRY, DatasetBase
 from anchoropt.errors import DataError
 from anchoropt.toyworld import spec
@@ -58,11 +57,7 @@ class WorldVariant(DatasetBase):
 
     def __init__(self, cfg: Any) -> None:
         facts = self.facts
-        if check_subsample(cfg.DATASET.SUBSAMPLE_CLASSES) != "all":
-            warnings.warn(
-                f"{facts.name} is a test-only dataset evaluated on all its classes; "
-                f"DATASET.SUBSAMPLE_CLASSES={cfg.DATASET.SUBSAMPLE_CLASSES} is ignored"
-            )
+        warn_subsample_ignored(cfg, facts.name)
         self.dataset_dir = _require_world_folder(cfg, facts)
         image_dir = os.path.join(self.dataset_dir, facts.image_dir)
         split_path = os.path.join(self.dataset_dir, facts.split.path)
