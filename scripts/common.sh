@@ -16,7 +16,9 @@
 #            and redone; without it the script stops, naming the keys that differ. Nothing is ever deleted.
 #   STAGE1_ONLY  1: a *_AnchorOPT trainer's train.sh learns only the Stage I anchor, its base2new test.sh
 #            evaluates only the anchor alone (anchoropt-sweep schedules these once per dataset and seed)
-#   DRY_RUN_CHECK  1 (with DRY_RUN=1): still check existing runs' settings (train.py --check-run), as a run would
+#   DRY_RUN_CHECK  1 (with DRY_RUN=1): still check existing runs' settings (train.py --check-run), as a run would;
+#            print: print each such check as a '? <train.py arguments>' line instead (for a caller that runs many
+#            checks in one process: anchoropt-sweep)
 #   XD_SOURCE  source dataset of cross_dataset/ and domain_generalization/ (default imagenet; toy_net: the toy world)
 set -euo pipefail
 
@@ -202,7 +204,11 @@ ao_check_run() {
   elif compgen -G "$dir/*/checkpoint" > /dev/null; then
     AO_RUN_STATE=interrupted
   fi
-  [ "$AO_RUN_STATE" != absent ] && { [ "$DRY_RUN" != 1 ] || [ "${DRY_RUN_CHECK:-0}" = 1 ]; } || return 0
+  [ "$AO_RUN_STATE" != absent ] && { [ "$DRY_RUN" != 1 ] || [ "${DRY_RUN_CHECK:-0}" != 0 ]; } || return 0
+  if [ "$DRY_RUN" = 1 ] && [ "${DRY_RUN_CHECK:-0}" = print ]; then
+    printf '?'; printf ' %q' "$@"; printf '\n'
+    return 0
+  fi
   local overwrite=()
   [ "$OVERWRITE" != 1 ] || overwrite=(--overwrite)
   AO_RUN_STATE=$(PYTHONWARNINGS=ignore "$PYTHON" "$AO_REPO/train.py" --check-run ${overwrite[@]+"${overwrite[@]}"} "$@") \

@@ -17,7 +17,7 @@ from anchoropt.cli.errors import run_cli
 from anchoropt.cli.results import main as results_main
 from anchoropt.cli.sweep import main as sweep_main
 from anchoropt.sweep.execute import run_job
-from anchoropt.sweep.plan import SweepSpec, build_plan
+from anchoropt.sweep.plan import SweepSpec, build_plan, shell_words
 from tests.support.anchoropt_runs import write_descriptions
 from tests.support.clip_fixtures import tiny_clip, tiny_clip_dir, tiny_clip_state_dict_file  # noqa: F401
 from tests.support.data_layouts import write_dataset
@@ -28,8 +28,10 @@ FAST = [
     "INPUT.SIZE", "(32, 32)", "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "OPTIM.MAX_EPOCH", "1",
     "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TEST.BATCH_SIZE", "16", "TRAINER.COOP.PREC", "fp32",
 ]  # fmt: skip
-# Stands in for the interpreter: the first train.py call whose --output-dir contains $KILL_RUN is killed once it
-# has started writing, together with the protocol script that called it, as a cancelled or preempted job ends.
+# Stands in for the interpreter: the first train.py call whose --output-dir contains $KILL_RUN runs under
+# KILL_AT_FIRST_BACKWARD, which kills it and the protocol script that called it at its first backward pass, as a
+# cancelled or preempted job ends. Killing at a point of the run itself, not after a wait, keeps a fast training
+# from finishing first on a busy machine.
 KILLER = """#!/usr/bin/env bash
 out=""
 for ((i = 1; i <= $#; i++)); do
@@ -37,12 +39,21 @@ for ((i = 1; i <= $#; i++)); do
 done
 if [ -n "$out" ] && [[ "$out" == *"$KILL_RUN"* ]] && [ ! -e "$KILL_MARK" ]; then
   touch "$KILL_MARK"
-  "$REAL_PYTHON" "$@" &
-  for _ in $(seq 600); do [ -e "$out/log.txt" ] && break; sleep 0.1; done
-  kill -9 "$!" "$PPID"
-  kill -9 $$
+  exec "$REAL_PYTHON" "$KILL_AT_FIRST_BACKWARD" "$@"
 fi
 exec "$REAL_PYTHON" "$@"
+"""
+KILL_AT_FIRST_BACKWARD = """import os, runpy, signal, sys
+import torch
+
+def killed(*args, **kwargs):
+    os.kill(os.getppid(), signal.SIGKILL)  # the protocol script (the stand-in exec'd this interpreter)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.Tensor.backward = killed
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as if the script itself had been run
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -59,6 +70,7 @@ def world(tmp_path_factory, tiny_clip_state_dict_file):  # noqa: F811
     killer = root / "python-killer"
     killer.write_text(KILLER)
     killer.chmod(killer.stat().st_mode | stat.S_IEXEC)
+    (root / "kill_at_first_backward.py").write_text(KILL_AT_FIRST_BACKWARD)
     return root, opts
 
 
@@ -122,7 +134,12 @@ KILLED = "base2new/train/CoOp/oxford_pets/shots16/seed2"
 def killed_sweep(world):
     """The 2-trainer x 2-seed sweep through submitit's local executor, CoOp's seed-2 training killed mid-run."""
     root, opts = world
-    kill = {"KILL_RUN": "/CoOp/vit_b16/seed2", "KILL_MARK": str(root / "killed"), "REAL_PYTHON": sys.executable}
+    kill = {
+        "KILL_RUN": "/CoOp/vit_b16/seed2",
+        "KILL_MARK": str(root / "killed"),
+        "REAL_PYTHON": sys.executable,
+        "KILL_AT_FIRST_BACKWARD": str(root / "kill_at_first_backward.py"),
+    }
     proc = run_sweep(
         *sweep_args(root, "out", "--launcher", "submitit-local", "--array-parallelism", "2"),
         *("--env", f"PYTHON={root / 'python-killer'}", *(f"{k}={v}" for k, v in kill.items())),
@@ -205,6 +222,17 @@ def plan_blocks(text: str) -> dict[str, list[str]]:
         elif line.startswith("      ") and blocks:
             blocks[name].append(line.strip())
     return blocks
+
+
+def test_the_scripts_check_lines_are_read_back_word_for_word(tmp_path):
+    """The planner checks existing runs in its own process from the scripts' ``? `` lines (``printf %q``):
+    every word, spaces, quotes and line breaks included, must reach train.py's parser unchanged."""
+    words = ["--output-dir", str(tmp_path / "a b"), "x'y", 'q"uote', "new\nline", "tab\there", "$HOME", "*"]
+    printed = subprocess.run(
+        ["bash", "-c", 'printf "?"; printf " %q" "$@"', "-", *words], capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.startswith("? ") and "\n" not in printed  # one line, as the probe reads it
+    assert shell_words(printed[2:]) == words
 
 
 def test_dry_run_plan_holds_the_scripts_own_commands(tmp_path, capsys):

@@ -99,11 +99,9 @@ def _check_registered(cfg) -> None:
             raise ConfigError(f"Unknown {what} {name!r} ({flag}); {hint}registered: {', '.join(known)}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _configured(args: argparse.Namespace):
+    """The run's config, checked as far as it can be without data or a model, and the notes for its header."""
     from anchoropt.cli.run_start import cap_workers, check_epochs, settle_seed
-    from anchoropt.engine.builtin.logger import Logger
-
-    args = build_parser().parse_args(argv)
     from anchoropt.plugins import load_plugins
 
     load_plugins(args.plugin)
@@ -111,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     _check_registered(cfg)
     check_epochs(cfg, trains=not (args.eval_only or args.no_train))
     notes = [settle_seed(cfg), cap_workers(cfg)]  # before the identity: a drawn seed is this run's seed
+    return cfg, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    from anchoropt.engine.builtin.logger import Logger
+
+    args = build_parser().parse_args(argv)
+    cfg, notes = _configured(args)
     if args.check_run:
         return _print_run_status(args, cfg)
     _move_aside_if_asked(args, cfg)  # before the lock: nothing in a refused or moved run is touched
@@ -148,13 +154,13 @@ def _identity_inputs(args: argparse.Namespace, cfg):
 def command_status(argv: list[str]):
     """What the output directory of the ``train.py`` command ``argv`` holds for it: a
     `anchoropt.runs.identity.RunStatus` (``.state``: finished / interrupted / absent / conflict, with
-    ``.differences`` and ``.message()``). For tools that run the protocol commands (sweeps)."""
-    from anchoropt.plugins import load_plugins
-
-    args = build_parser().parse_args(argv)
-    load_plugins(args.plugin)
-    cfg = setup_cfg(args)
-    _check_registered(cfg)
+    ``.differences`` and ``.message()``), as ``train.py --check-run`` finds it, in this process (tools that
+    check many protocol commands at once: sweeps). Raises `anchoropt.errors.UserError` where train.py would stop."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:  # argparse has printed why
+        raise ConfigError(f"train.py cannot parse the arguments {argv}") from None
+    cfg, _ = _configured(args)
     return _status(args, cfg)
 
 

@@ -230,10 +230,12 @@ def build_plan(spec: SweepSpec) -> list[Job]:
 # ---- asking the scripts what is left ---------------------------------------------------------
 @dataclass
 class Probe:
-    """What a job's script would run now (its DRY_RUN=1 output), or why it refused."""
+    """What a job's script would run now (its DRY_RUN=1 output), or why it refused. ``checks``: the
+    ``train.py`` arguments of the existing runs the script would check before running (``? `` lines)."""
 
     commands: list[str]
     error: str = ""
+    checks: list[list[str]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -241,20 +243,58 @@ class Probe:
 
 
 def probe(job: Job, check: bool = True) -> Probe:
-    """``check``: an existing run of other settings is refused here as it would be when the job runs
-    (DRY_RUN_CHECK, one ``train.py --check-run`` per existing run); OVERWRITE=0: a probe never moves a run aside
-    (the job does, when OVERWRITE=1 was asked for)."""
-    env = job.environ(DRY_RUN="1", DRY_RUN_CHECK="1" if check else "0", OVERWRITE="0")
+    """The job's script in DRY_RUN mode; OVERWRITE=0: a probe never moves a run aside (the job does, when
+    OVERWRITE=1 was asked for). ``check``: the script also lists the existing runs it would check
+    (DRY_RUN_CHECK=print); `check_runs` then checks them all in this process, as the job's own
+    ``train.py --check-run`` calls would."""
+    env = job.environ(DRY_RUN="1", DRY_RUN_CHECK="print" if check else "0", OVERWRITE="0")
     proc = subprocess.run(job.command(), env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()] or [f"exit status {proc.returncode}"]
         return Probe([], lines[-1])
-    return Probe([line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")])
+    lines = proc.stdout.splitlines()
+    checks = [shell_words(line[2:]) for line in lines if line.startswith("? ")]
+    return Probe([line[2:] for line in lines if line.startswith("+ ")], checks=checks)
+
+
+def shell_words(quoted: str) -> list[str]:
+    """The words of a line the scripts printed with bash's ``printf %q``, split by bash itself (``%q`` may
+    use ``$'...'``, which shlex does not read)."""
+    code = f'set -- {quoted}; printf "%s\\0" "$@"'
+    out = subprocess.run(["bash", "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.split("\0")[:-1]
+
+
+def check_runs(probes: dict[str, Probe]) -> None:
+    """Every existing run a script would check, checked here in one process (one ``train.py --check-run``
+    process each would start Python and torch hundreds of times for a paper-sized sweep): a run of other
+    settings, or a command train.py would refuse, makes the job's probe an error with train.py's message."""
+    import warnings
+
+    from anchoropt.cli.errors import user_error_message
+    from anchoropt.cli.train import command_status
+
+    for found in probes.values():
+        for argv in found.checks:
+            try:
+                with warnings.catch_warnings():  # as the scripts run the check: PYTHONWARNINGS=ignore
+                    warnings.simplefilter("ignore")
+                    status = command_status(argv)
+            except UserError as e:
+                found.error = f"error: {user_error_message(e)}"
+            else:
+                if status.conflict:
+                    found.error = f"error: {status.message()}"
+            if found.error:
+                found.commands = []
+                break
 
 
 def probe_all(jobs: list[Job], workers: int = 8) -> dict[str, Probe]:
     with ThreadPoolExecutor(workers) as pool:
-        return dict(zip((j.name for j in jobs), pool.map(probe, jobs)))
+        probes = dict(zip((j.name for j in jobs), pool.map(probe, jobs)))
+    check_runs(probes)
+    return probes
 
 
 def pending_jobs(jobs: list[Job], probes: dict[str, Probe]) -> set[str]:
