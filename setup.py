@@ -29,7 +29,7 @@ setup(
         "Pillow>=9.0",
         "submitit>=1.5",
     ],
-    extras_require={"test": ["pytest>=7.0", "ruff==0.17.6"]},
+    extras_require={"test": ["pytest>=7.0", "pytest-xdist>=3.5", "ruff==0.17.6"]},
     entry_points={
         "console_scripts": [
             "anchoropt-train=anchoropt.cli.train:console_main",

@@ -8,3 +8,11 @@ def _feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ANCHOROPT_FEATURE_CACHE", str(tmp_path_factory.mktemp("feature_cache")))
         yield
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with end-to-end (``slow``) tests run first. With worker processes (pytest-xdist, one file per worker
+    at a time) the long files then start at once and the short ones fill in beside them, instead of a long file
+    starting last and running alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within each file is kept

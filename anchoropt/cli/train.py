@@ -99,8 +99,9 @@ def _check_registered(cfg) -> None:
             raise ConfigError(f"Unknown {what} {name!r} ({flag}); {hint}registered: {', '.join(known)}")
 
 
-def _configured(args: argparse.Namespace):
-    """The run's config, checked as far as it can be without data or a model, and the notes for its header."""
+def _configured(args: argparse.Namespace, draw_seed: bool = True):
+    """The run's config, checked as far as it can be without data or a model, and the notes for its header.
+    ``draw_seed``: a negative SEED becomes a drawn one (a run's); False leaves it as given (a status query)."""
     from anchoropt.cli.run_start import cap_workers, check_epochs, settle_seed
     from anchoropt.plugins import load_plugins
 
@@ -108,7 +109,8 @@ def _configured(args: argparse.Namespace):
     cfg = setup_cfg(args)
     _check_registered(cfg)
     check_epochs(cfg, trains=not (args.eval_only or args.no_train))
-    notes = [settle_seed(cfg), cap_workers(cfg)]  # before the identity: a drawn seed is this run's seed
+    # Before the identity: a drawn seed is this run's seed.
+    notes = [settle_seed(cfg) if draw_seed else "", cap_workers(cfg)]
     return cfg, notes
 
 
@@ -160,7 +162,7 @@ def command_status(argv: list[str]):
         args = build_parser().parse_args(argv)
     except SystemExit:  # argparse has printed why
         raise ConfigError(f"train.py cannot parse the arguments {argv}") from None
-    cfg, _ = _configured(args)
+    cfg, _ = _configured(args, draw_seed=False)
     return _status(args, cfg)
 
 
