@@ -503,3 +503,31 @@ def test_older_records_naming_a_weights_file_are_not_taken_for_their_backbone_na
     assert record["backbone"] == "ViT-B/16"  # what such a record says; without backbone_identity it is not trusted
     path.write_text(json.dumps(record))
     assert read_result(str(path)).method.backbone == "other_clip.pt (file, unverified)"
+
+
+def test_toy_world_runs_get_a_table_of_the_world_datasets_and_a_filter_narrows_the_rows_and_average(tmp_path):
+    from anchoropt.toyworld import spec
+
+    world = [d.name for d in spec.BASE2NEW_DATASETS]
+    t = Tree(tmp_path / "output")
+    for d in world:
+        for s in SEEDS:
+            for sub in ("base", "new"):
+                t.add("base2new", "CoOp", d, sub, s)
+    mean = {(d, sub): statistics.mean(t.values("base2new", "CoOp", d, sub)) for d in world for sub in ("base", "new")}
+    (table,) = as_json(t.root)["base2new"]
+    assert [r["dataset"] for r in table["datasets"]] == world  # not the paper's 11 "not run"
+    base, new = (statistics.mean(mean[d, sub] for d in world) for sub in ("base", "new"))
+    assert table["average"]["hm"] == pytest.approx(hm(base, new))
+    text = render(load_report(str(t.root)), "text", show_paper=True)
+    assert "not run" not in text and f"Average ({len(world)})" in text and "ImageNet" not in text
+    # --datasets: only those rows, averaged over them alone; the paper's 11-dataset average is not put beside it
+    (one,) = as_json(t.root, SEEDS, (), ["toy_net"])["base2new"]
+    assert [r["dataset"] for r in one["datasets"]] == ["ToyNet"]
+    assert one["average"]["hm"] == pytest.approx(hm(mean["ToyNet", "base"], mean["ToyNet", "new"]))
+    t.add("base2new", "CoOp", "OxfordPets", "base", 1)
+    t.add("base2new", "CoOp", "OxfordPets", "new", 1)
+    paper_rows = render(load_report(str(t.root), SEEDS, (), ["oxford_pets"]), "text", show_paper=True)
+    assert "Average (1)" in paper_rows and paper_rows.count("↳ paper") == 1  # the OxfordPets row's, not the average's
+    mixed = as_json(t.root)["base2new"][0]["datasets"]  # real and world results together: the paper's 11 first
+    assert [r["dataset"] for r in mixed][: len(DATASETS)] == list(DATASETS)

@@ -222,6 +222,22 @@ def test_results_table_shows_the_three_methods(
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
+def test_demo_runs_the_scripts_and_tabulates_only_the_world_dataset(
+    toy_world: tw.World, tmp_path: Path, capsys
+) -> None:
+    from anchoropt.cli.demo import main as demo_main
+
+    argv = ["--root", str(toy_world.folder.parent), "--images-per-class", str(IMAGES_PER_CLASS)]
+    assert demo_main([*argv, "--output", str(tmp_path), "--trainers", "ZeroshotCLIP"]) == 0
+    out = capsys.readouterr().out
+    assert "[demo] world ready" in out and str(toy_world.folder) in out  # the cached world, not a new one
+    base, new = (_accuracy(tmp_path, kind, "toy_net", "ZeroshotCLIP") for kind in ("train_base", "test_new"))
+    (row,) = [line for line in out.splitlines() if line.startswith("ToyNet ")]
+    assert f"{base:.2f} / {new:.2f} / {2 * base * new / (base + new):.2f}" in row  # the runs' own results.json
+    assert "ImageNet" not in out and "not run:" not in out  # no rows for the real datasets the demo never runs
+
+
+@pytest.mark.slow  # end to end through the protocol scripts
 def test_cross_dataset_and_domain_generalization_scripts_fill_their_tables(
     toy_world: tw.World, tmp_path: Path, capsys
 ) -> None:

@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", help="world cache folder (default: $ANCHOROPT_TOYWORLD_ROOT or ~/.cache/anchoropt/toyworld)"
     )
     p.add_argument("--output", default="output/toyworld_demo", help="run folder (default: output/toyworld_demo)")
+    p.add_argument(
+        "--images-per-class",
+        type=int,
+        default=None,
+        help="training images per class of a world built here (default: the world's own, 32; fewer is faster)",
+    )
     p.add_argument("--trainers", nargs="+", default=list(TRAINERS), help=f"default: {' '.join(TRAINERS)}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p
@@ -43,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     from anchoropt.cli import results
     from anchoropt.errors import UserError
     from anchoropt.toyworld.protocol import run_script
-    from anchoropt.toyworld.world import build_world
+    from anchoropt.toyworld.world import DEFAULT_IMAGES_PER_CLASS, build_world
 
     args = build_parser().parse_args(argv)
     started = time.time()
-    world = build_world(args.root)
+    world = build_world(args.root, images_per_class=args.images_per_class or DEFAULT_IMAGES_PER_CLASS)
     print(f"[demo] world ready ({time.time() - started:.0f}s): {world.folder}", flush=True)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{trainer} failed (exit code {exc.returncode}); see the end of {log}") from exc
         print(f"[demo] {trainer} done in {time.time() - step:.0f}s", flush=True)
     print(flush=True)
-    results.main([str(output), "--seeds", str(args.seed)])
+    # Only the world dataset run here: the real datasets' rows would all read "not run".
+    results.main([str(output), "--seeds", str(args.seed), "--datasets", args.dataset])
     heatmaps = sorted(output.glob(f"base2new/train_base/{args.dataset}/*/*_AnchorOPT/*/seed{args.seed}/positions.png"))
     for png in heatmaps:
         print(f"\n[demo] learned position matrix (heatmap): {png}")

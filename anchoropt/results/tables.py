@@ -300,6 +300,8 @@ class Report:
     cross_dataset: list[TransferTable] = field(default_factory=list)
     domain_generalization: list[TransferTable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The base-to-novel table's datasets (its rows, besides extra ones, and what its average is over).
+    base2new_datasets: tuple[str, ...] = paper.BASE2NEW_DATASETS
     #: Groups whose config differs from the shipped one: method -> (marker, "KEY=value (shipped: v), ...").
     footnotes: dict[Method, tuple[str, str]] = field(default_factory=dict)
 
@@ -425,21 +427,36 @@ def _collect(results: Iterable[Result], seeds: Sequence[int], warnings: list[str
     return cells
 
 
-def _base2new(cells: Cells, method: Method, label: str, seeds: Sequence[int], warnings: list[str]) -> Base2NewTable:
+def base2new_datasets(found: Iterable[str], wanted: Sequence[str] = ()) -> tuple[str, ...]:
+    """The datasets a base-to-novel table lists and averages over: the paper's 11, or the toy world's when every
+    result found is from the world (its table then stands alone, as its transfer tables do); with a dataset filter
+    (``wanted``), only the wanted ones of them."""
+    from anchoropt.toyworld import spec  # plain data, no torch
+
+    found = set(found)
+    world = tuple(d.name for d in spec.BASE2NEW_DATASETS)
+    suite = world if found and found <= set(world) else paper.BASE2NEW_DATASETS
+    keys = {_dataset_key(d) for d in wanted}
+    return tuple(d for d in suite if _dataset_key(d) in keys) if keys else suite
+
+
+def _base2new(
+    cells: Cells, method: Method, label: str, seeds: Sequence[int], warnings: list[str], suite: tuple[str, ...]
+) -> Base2NewTable:
     found = {d for (p, m, d, s) in cells if p == BASE2NEW and m == method}
-    extra = sorted(found - set(paper.BASE2NEW_DATASETS))
+    extra = sorted(found - set(suite))
     rows = [
         Base2NewRow(
             d,
             seed_stats(cells.get((BASE2NEW, method, d, "base"), {}), seeds),
             seed_stats(cells.get((BASE2NEW, method, d, "new"), {}), seeds),
         )
-        for d in paper.BASE2NEW_DATASETS + tuple(extra)
+        for d in suite + tuple(extra)
     ]
     for p, m, d, s in cells:
         if p == BASE2NEW and m == method and s not in ("base", "new"):
             warnings.append(f"not tabulated: {label} {d} base-to-novel results on {s!r} classes (expected base/new)")
-    standard = [row for row in rows if row.dataset in paper.BASE2NEW_DATASETS]
+    standard = [row for row in rows if row.dataset in suite]
     average = Base2NewAverage(sum(row.complete for row in standard), len(standard))
     if average.datasets_complete == average.datasets_total:
         average.base = sum(row.base.mean for row in standard) / len(standard)
@@ -492,9 +509,13 @@ def _transfer_tables(
 
 
 def build_report(
-    results: Iterable[Result], seeds: Sequence[int] = DEFAULT_SEEDS, warnings: Sequence[str] = ()
+    results: Iterable[Result],
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    warnings: Sequence[str] = (),
+    datasets: Sequence[str] = (),
 ) -> Report:
-    """Aggregate results into the three protocol tables (one entry per method found in each)."""
+    """Aggregate results into the three protocol tables (one entry per method found in each); ``datasets``: the
+    base-to-novel rows and average are those datasets only (see `base2new_datasets`)."""
     seeds = tuple(sorted(set(seeds)))
     results = list(results)
     report = Report(seeds=seeds, warnings=list(warnings))
@@ -502,7 +523,10 @@ def build_report(
     labels = method_labels(m for (_, m, _, _) in cells)
     report.footnotes = _footnotes(results, {m for (_, m, _, _) in cells})
     by_protocol = {p: sorted({m for (q, m, _, _) in cells if q == p}, key=_method_order) for p in PROTOCOLS}
-    report.base2new = [_base2new(cells, m, labels[m], seeds, report.warnings) for m in by_protocol[BASE2NEW]]
+    report.base2new_datasets = base2new_datasets({d for (p, _, d, _) in cells if p == BASE2NEW}, datasets)
+    report.base2new = [
+        _base2new(cells, m, labels[m], seeds, report.warnings, report.base2new_datasets) for m in by_protocol[BASE2NEW]
+    ]
     report.cross_dataset = _transfer_tables(cells, CROSS_DATASET, by_protocol[CROSS_DATASET], labels, seeds)
     report.domain_generalization = _transfer_tables(
         cells, DOMAIN_GENERALIZATION, by_protocol[DOMAIN_GENERALIZATION], labels, seeds
@@ -528,4 +552,4 @@ def load_report(
         found = sorted({(r.method.trainer, r.method.backbone) for r in results})
         listed = ", ".join(f"{t} on {b}" for t, b in found)
         raise ResultsError(f"No results under {root} match the filters; found: {listed}")
-    return build_report(kept, seeds, warnings)
+    return build_report(kept, seeds, warnings, datasets)
