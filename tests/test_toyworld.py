@@ -261,6 +261,25 @@ def test_cross_dataset_and_domain_generalization_scripts_fill_their_tables(
             assert accuracy[spec.SOURCE.name]["mean"] >= 3 * 100 / len(spec.SOURCE.classes)
 
 
+@pytest.mark.slow  # builds three trainers through train.py's main
+def test_the_benchmark_trainers_build_on_the_world_with_their_options(toy_world: tw.World, tmp_path: Path) -> None:
+    """bench/toyworld.py's other trainers, with the options protocol.py gives them and the command their script
+    composes, build on the world's 3-layer CLIP (a setting sized for ViT-B/16, e.g. MaPLe's 9 prompted layers,
+    stops the run)."""
+    from anchoropt.cli.train import main as train_main
+    from anchoropt.sweep.plan import shell_words
+    from anchoropt.toyworld.protocol import script_env, trainer_options
+
+    script = str(Path(tw.__file__).parents[2] / "scripts/base2new/train.sh")
+    for trainer in ("CoCoOp", "MaPLe", "DePT"):
+        env = {**script_env(toy_world, trainer, tmp_path / trainer), "DRY_RUN": "1"}
+        cmd = ["bash", script, "toy_net", str(SEED), *trainer_options(toy_world, trainer)]
+        printed = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        (line,) = [line for line in printed.splitlines() if line.startswith("+ ")]
+        argv = shell_words(line[2:])[2:]  # without the interpreter and train.py
+        assert train_main(["--no-train", *argv]) == 0, trainer
+
+
 def test_scripts_reject_an_unknown_cross_dataset_source(tmp_path: Path) -> None:
     proc = subprocess.run(
         ["bash", str(Path(tw.__file__).parents[2] / "scripts/cross_dataset/train.sh"), "1"],

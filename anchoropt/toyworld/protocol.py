@@ -68,9 +68,16 @@ CONTEXT_INIT = {
 }
 
 
+# MaPLe's configs prompt 9 of ViT-B/16's 12 layers; the world's CLIP has 3, and all of them are prompted.
+DEEP_PROMPT_TRAINERS = ("MaPLe", "MaPLe_AnchorOPT")
+
+
 def trainer_options(world: World, trainer: str, epochs: Optional[int] = None) -> list[str]:
     """``KEY VALUE`` options for the protocol scripts' ``train.py`` calls of ``trainer`` on ``world``."""
     opts = [*world.options(), *COMMON, *CONTEXT_INIT.get(trainer, ())]
+    if trainer in DEEP_PROMPT_TRAINERS:
+        model = world.info["recipe"]["model"]
+        opts += ["TRAINER.MAPLE.PROMPT_DEPTH", str(min(model["vision_layers"], model["transformer_layers"]))]
     if trainer in EPOCHS:
         opts += ["OPTIM.MAX_EPOCH", str(epochs or EPOCHS[trainer])]
     if trainer in LR:
