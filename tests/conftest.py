@@ -10,6 +10,15 @@ def _feature_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
         yield
 
 
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory: pytest.TempPathFactory):
+    """The toy world's small copy (tests/support/toyworld_runs.py), built once per session and worker process for
+    the files that use it."""
+    from tests.support.toyworld_runs import build_test_world
+
+    return build_test_world(tmp_path_factory)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Files with end-to-end (``slow``) tests run first. With worker processes (pytest-xdist, one file per worker
     at a time) the long files then start at once and the short ones fill in beside them, instead of a long file

@@ -23,46 +23,14 @@ from anchoropt.engine import DATASET_REGISTRY
 from anchoropt.toyworld import grammar, spec
 from anchoropt.toyworld import world as tw
 from anchoropt.toyworld.pretrain import Recipe, used_token_ids
-from anchoropt.toyworld.protocol import run_script
-
-IMAGES_PER_CLASS = 12  # train 12, val 3, test 6 per class: 192 test images per ToyNet half
-SEED = 1
-EPOCHS = 5  # Stage II / CoOp epochs in the tests (the demo runs more)
-STAGE1_EPOCHS = 10  # Stage I steps are text-only and cheap
-
-
-def _chance(dataset: spec.WorldDataset, half: str) -> float:
-    n = len(dataset.classes)
-    base = (n + 1) // 2
-    return 100.0 / (base if half == "base" else n - base)
-
-
-@pytest.fixture(scope="session")
-def toy_world(tmp_path_factory: pytest.TempPathFactory) -> tw.World:
-    """A small world from the committed weights, built once per session."""
-    return tw.build_world(tmp_path_factory.mktemp("toyworld"), images_per_class=IMAGES_PER_CLASS, log=lambda _: None)
-
-
-def _accuracy(output: Path, kind: str, dataset: str, trainer: str, protocol: str = "base2new") -> float:
-    files = list(output.glob(f"{protocol}/{kind}/{dataset}/shots_16/{trainer}/*/seed{SEED}/results.json"))
-    assert len(files) == 1, f"expected one {trainer} results file under {output}/{protocol}/{kind}/{dataset}"
-    return json.loads(files[0].read_text())["metrics"]["accuracy"]
-
-
-def _run(
-    script: str,
-    args: list[str],
-    world: tw.World,
-    trainer: str,
-    output: Path,
-    epochs: int = EPOCHS,
-    stage1_epochs: int = STAGE1_EPOCHS,
-) -> None:
-    log = output / "log.txt"
-    try:
-        run_script(script, args, world, trainer, output, log_file=log, epochs=epochs, stage1_epochs=stage1_epochs)
-    except subprocess.CalledProcessError:
-        pytest.fail(f"{script} {' '.join(args)} with {trainer} failed:\n" + log.read_text()[-3000:])
+from tests.support.toyworld_runs import (
+    IMAGES_PER_CLASS,
+    SEED,
+    STAGE1_EPOCHS,
+    accuracy,
+    chance,
+    run,
+)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +40,7 @@ def base2new_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _base2new(world: tw.World, output: Path, trainer: str) -> Path:
     for script in ("base2new/train.sh", "base2new/test.sh"):
-        _run(script, ["toy_net", str(SEED)], world, trainer, output)
+        run(script, ["toy_net", str(SEED)], world, trainer, output)
     return output
 
 
@@ -176,14 +144,14 @@ def test_missing_world_is_one_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow  # end to end through the protocol scripts
 def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(zero_shot_runs: Path) -> None:
     for half, kind in (("base", "train_base"), ("new", "test_new")):
-        acc = _accuracy(zero_shot_runs, kind, "toy_net", "ZeroshotCLIP")
-        assert acc >= 3 * _chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
+        acc = accuracy(zero_shot_runs, kind, "toy_net", "ZeroshotCLIP")
+        assert acc >= 3 * chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
 def test_coop_raises_base_accuracy_over_zero_shot(zero_shot_runs: Path, coop_runs: Path) -> None:
-    zero_shot = _accuracy(zero_shot_runs, "train_base", "toy_net", "ZeroshotCLIP")
-    coop = _accuracy(coop_runs, "train_base", "toy_net", "CoOp")
+    zero_shot = accuracy(zero_shot_runs, "train_base", "toy_net", "ZeroshotCLIP")
+    coop = accuracy(coop_runs, "train_base", "toy_net", "CoOp")
     assert coop >= zero_shot + 3.0, f"CoOp base {coop:.1f}% vs zero-shot {zero_shot:.1f}%"
 
 
@@ -196,14 +164,14 @@ def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_c
     # The random-weight CLIP moved it 0.5% (26.27 -> 26.15); one anchor token cannot match every sentence.
     assert len(losses) >= STAGE1_EPOCHS and losses[-1] <= 0.9 * losses[0], f"Stage I MSE {losses[0]} -> {losses[-1]}"
     for half, kind in (("base", "train_base"), ("new", "test_new")):
-        acc = _accuracy(anchoropt_runs, kind, "toy_net", "AnchorOPT_StageI")
-        assert acc >= 3 * _chance(spec.SOURCE, half), f"anchor-only prompt, {half} classes: {acc:.1f}%"
+        acc = accuracy(anchoropt_runs, kind, "toy_net", "AnchorOPT_StageI")
+        assert acc >= 3 * chance(spec.SOURCE, half), f"anchor-only prompt, {half} classes: {acc:.1f}%"
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
 def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(anchoropt_runs: Path) -> None:
-    novel = _accuracy(anchoropt_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
-    assert novel >= 3 * _chance(spec.SOURCE, "new"), f"CoOp_AnchorOPT novel: {novel:.1f}%"
+    novel = accuracy(anchoropt_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
+    assert novel >= 3 * chance(spec.SOURCE, "new"), f"CoOp_AnchorOPT novel: {novel:.1f}%"
     assert (
         next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/CoOp_AnchorOPT/*/seed1")) / "positions.png"
     ).is_file()
@@ -219,73 +187,3 @@ def test_results_table_shows_the_three_methods(
     for trainer in ("ZeroshotCLIP", "CoOp", "CoOp_AnchorOPT"):
         row = rows[trainer]["ToyNet"]
         assert row["complete"] and row["hm"] is not None
-
-
-@pytest.mark.slow  # end to end through the protocol scripts
-def test_demo_runs_the_scripts_and_tabulates_only_the_world_dataset(
-    toy_world: tw.World, tmp_path: Path, capsys
-) -> None:
-    from anchoropt.cli.demo import main as demo_main
-
-    argv = ["--root", str(toy_world.folder.parent), "--images-per-class", str(IMAGES_PER_CLASS)]
-    assert demo_main([*argv, "--output", str(tmp_path), "--trainers", "ZeroshotCLIP"]) == 0
-    out = capsys.readouterr().out
-    assert "[demo] world ready" in out and str(toy_world.folder) in out  # the cached world, not a new one
-    base, new = (_accuracy(tmp_path, kind, "toy_net", "ZeroshotCLIP") for kind in ("train_base", "test_new"))
-    (row,) = [line for line in out.splitlines() if line.startswith("ToyNet ")]
-    assert f"{base:.2f} / {new:.2f} / {2 * base * new / (base + new):.2f}" in row  # the runs' own results.json
-    assert "ImageNet" not in out and "not run:" not in out  # no rows for the real datasets the demo never runs
-
-
-@pytest.mark.slow  # end to end through the protocol scripts
-def test_cross_dataset_and_domain_generalization_scripts_fill_their_tables(
-    toy_world: tw.World, tmp_path: Path, capsys
-) -> None:
-    trainer = "CoOp_AnchorOPT"  # the source anchor travels in the checkpoint to every target
-    # two epochs of each stage: this test is about the protocol plumbing (64 source classes), not accuracy
-    _run("cross_dataset/train.sh", [str(SEED)], toy_world, trainer, tmp_path, epochs=2, stage1_epochs=2)
-    for target in spec.TARGETS:
-        _run("cross_dataset/test.sh", [target.config, str(SEED)], toy_world, trainer, tmp_path)
-    for variant in spec.VARIANTS:
-        _run("domain_generalization/test.sh", [variant.config, str(SEED)], toy_world, trainer, tmp_path)
-    assert results_main([str(tmp_path), "--seeds", str(SEED), "--format", "json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    for protocol, targets in (("cross_dataset", spec.TARGETS), ("domain_generalization", spec.VARIANTS)):
-        (table,) = [t for t in report[protocol] if t["trainer"] == trainer]
-        accuracy = {e["dataset"]: e["accuracy"] for e in table["datasets"]}
-        assert list(accuracy) == [spec.SOURCE.name] + [d.name for d in targets]
-        assert all(a is not None and a["complete"] for a in accuracy.values()), accuracy
-        assert table["average"]["complete"]
-        # the ToyNet model on its own shifted copies: same classes, so far above chance (1/64)
-        if protocol == "domain_generalization":
-            assert accuracy[spec.SOURCE.name]["mean"] >= 3 * 100 / len(spec.SOURCE.classes)
-
-
-@pytest.mark.slow  # builds three trainers through train.py's main
-def test_the_benchmark_trainers_build_on_the_world_with_their_options(toy_world: tw.World, tmp_path: Path) -> None:
-    """bench/toyworld.py's other trainers, with the options protocol.py gives them and the command their script
-    composes, build on the world's 3-layer CLIP (a setting sized for ViT-B/16, e.g. MaPLe's 9 prompted layers,
-    stops the run)."""
-    from anchoropt.cli.train import main as train_main
-    from anchoropt.sweep.plan import shell_words
-    from anchoropt.toyworld.protocol import script_env, trainer_options
-
-    script = str(Path(tw.__file__).parents[2] / "scripts/base2new/train.sh")
-    for trainer in ("CoCoOp", "MaPLe", "DePT"):
-        env = {**script_env(toy_world, trainer, tmp_path / trainer), "DRY_RUN": "1"}
-        cmd = ["bash", script, "toy_net", str(SEED), *trainer_options(toy_world, trainer)]
-        printed = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        (line,) = [line for line in printed.splitlines() if line.startswith("+ ")]
-        argv = shell_words(line[2:])[2:]  # without the interpreter and train.py
-        assert train_main(["--no-train", *argv]) == 0, trainer
-
-
-def test_scripts_reject_an_unknown_cross_dataset_source(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        ["bash", str(Path(tw.__file__).parents[2] / "scripts/cross_dataset/train.sh"), "1"],
-        env={"PATH": "/usr/bin:/bin", "XD_SOURCE": "mnist", "DATA": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 2 and "XD_SOURCE must be imagenet or toy_net" in proc.stderr
