@@ -174,6 +174,10 @@ def _transfer_rows(tables: list[TransferTable], protocol: str, show_paper: bool)
 
 
 # ---- text / markdown -------------------------------------------------------------------------
+def _datasets_text(n: int) -> str:
+    return "1 dataset" if n == 1 else f"{n} datasets"
+
+
 def _titles(report: Report) -> dict[str, str]:
     seeds = _seeds_text(report.seeds)
     n = len(report.seeds)
@@ -190,8 +194,8 @@ def _titles(report: Report) -> dict[str, str]:
             f"--format csv or json); [k/{n} seeds] marks a cell with seeds missing"
             + (f"; backbone {backbones[0]}" if len(backbones) == 1 else "")
             + ". HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
-            f"Average: HM of the mean Base and mean Novel over the {len(report.base2new_datasets)} "
-            "datasets, only when every dataset has every seed."
+            f"Average: HM of the mean Base and mean Novel over the {_datasets_text(len(report.base2new_datasets))}, "
+            "only when every dataset has every seed."
         ),
         "cross_dataset": (
             f"Cross-dataset transfer (trained on ImageNet, all classes): {common}. Average: mean over "
