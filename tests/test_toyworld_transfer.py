@@ -51,13 +51,13 @@ def test_cross_dataset_and_domain_generalization_scripts_fill_their_tables(
     report = json.loads(capsys.readouterr().out)
     for protocol, targets in (("cross_dataset", spec.TARGETS), ("domain_generalization", spec.VARIANTS)):
         (table,) = [t for t in report[protocol] if t["trainer"] == trainer]
-        accuracy = {e["dataset"]: e["accuracy"] for e in table["datasets"]}
-        assert list(accuracy) == [spec.SOURCE.name] + [d.name for d in targets]
-        assert all(a is not None and a["complete"] for a in accuracy.values()), accuracy
+        cells = {e["dataset"]: e["accuracy"] for e in table["datasets"]}
+        assert list(cells) == [spec.SOURCE.name] + [d.name for d in targets]
+        assert all(a is not None and a["complete"] for a in cells.values()), cells
         assert table["average"]["complete"]
         # the ToyNet model on its own shifted copies: same classes, so far above chance (1/64)
         if protocol == "domain_generalization":
-            assert accuracy[spec.SOURCE.name]["mean"] >= 3 * 100 / len(spec.SOURCE.classes)
+            assert cells[spec.SOURCE.name]["mean"] >= 3 * 100 / len(spec.SOURCE.classes)
 
 
 @pytest.mark.slow  # builds three trainers through train.py's main
@@ -67,12 +67,11 @@ def test_the_benchmark_trainers_build_on_the_world_with_their_options(toy_world:
     stops the run)."""
     from anchoropt.cli.train import main as train_main
     from anchoropt.sweep.plan import shell_words
-    from anchoropt.toyworld.protocol import script_env, trainer_options
+    from anchoropt.toyworld.protocol import script_command, script_env
 
-    script = str(Path(tw.__file__).parents[2] / "scripts/base2new/train.sh")
     for trainer in ("CoCoOp", "MaPLe", "DePT"):
-        env = {**script_env(toy_world, trainer, tmp_path / trainer), "DRY_RUN": "1"}
-        cmd = ["bash", script, "toy_net", str(SEED), *trainer_options(toy_world, trainer)]
+        env = script_env(toy_world, trainer, tmp_path / trainer, extra={"DRY_RUN": "1"})
+        cmd = script_command("base2new/train.sh", ["toy_net", str(SEED)], toy_world, trainer)
         printed = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         (line,) = [line for line in printed.splitlines() if line.startswith("+ ")]
         argv = shell_words(line[2:])[2:]  # without the interpreter and train.py

@@ -108,6 +108,13 @@ def script_env(
     return env
 
 
+def script_command(
+    script: str, args: Sequence[str], world: World, trainer: str, epochs: Optional[int] = None
+) -> list[str]:
+    """``bash scripts/<script> ARGS... <world options>``: the call `run_script` makes (run it in `script_env`)."""
+    return ["bash", str(REPO / "scripts" / script), *args, *trainer_options(world, trainer, epochs)]
+
+
 def run_script(
     script: str,
     args: Sequence[str],
@@ -119,7 +126,7 @@ def run_script(
     stage1_epochs: int = STAGE1_EPOCHS,
 ) -> None:
     """``bash scripts/<script> ARGS... <world options>``; CalledProcessError when it fails (output in the log)."""
-    cmd = ["bash", str(REPO / "scripts" / script), *args, *trainer_options(world, trainer, epochs)]
+    cmd = script_command(script, args, world, trainer, epochs)
     env = script_env(world, trainer, output, stage1_epochs)
     if log_file is None:
         subprocess.run(cmd, env=env, check=True)
