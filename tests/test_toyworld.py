@@ -14,8 +14,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import anchoropt.datasets  # noqa: F401  (registers the datasets, as train.py does)
 from anchoropt.cli.results import main as results_main
@@ -146,6 +148,75 @@ def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(zero_s
     for half, kind in (("base", "train_base"), ("new", "test_new")):
         acc = accuracy(zero_shot_runs, kind, "toy_net", "ZeroshotCLIP")
         assert acc >= 3 * chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
+
+
+def _reference_agrees(world: tw.World, run_dir: Path, text_features) -> None:
+    """The run's base-class accuracy (its results.json) equals one computed with the clip package's own model on
+    the same test images, ``text_features(model, classnames)`` giving the class features; one image of slack (the
+    two encoders round differently, which may flip a near tie)."""
+    from clip.model import build_model
+    from PIL import Image
+
+    from anchoropt.config import get_default_config
+    from anchoropt.toyworld.pretrain import image_tensor
+
+    cfg = get_default_config()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME = str(world.data_root), spec.SOURCE.name
+    cfg.DATASET.NUM_SHOTS, cfg.SEED, cfg.DATASET.SUBSAMPLE_CLASSES = 16, SEED, "base"
+    data = DATASET_REGISTRY.get(spec.SOURCE.name)(cfg)
+    model = build_model(torch.load(world.clip_path, map_location="cpu", weights_only=True)).float().eval()
+    with torch.no_grad():
+        text = text_features(model, data.classnames)
+        pixels = np.stack([np.asarray(Image.open(item.impath).convert("RGB")) for item in data.test])
+        image = model.encode_image(image_tensor(pixels))
+        predicted = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()).argmax(1)
+    labels = torch.tensor([item.label for item in data.test])
+    reference = 100.0 * (predicted == labels).float().mean().item()
+    measured = json.loads((run_dir / "results.json").read_text())["metrics"]["accuracy"]
+    assert abs(measured - reference) <= 100.0 / len(labels) + 1e-6, (
+        f"{run_dir}: {measured:.2f}% vs {reference:.2f}% with the clip package's own encoders"
+    )
+
+
+def _run_dir(output: Path, trainer: str) -> Path:
+    (found,) = output.glob(f"base2new/train_base/toy_net/shots_16/{trainer}/*/seed{SEED}")
+    return found
+
+
+@pytest.mark.slow  # end to end through the protocol scripts
+def test_zero_shot_equals_clips_own_encoders_on_the_same_images(toy_world: tw.World, zero_shot_runs: Path) -> None:
+    """The scripts' ZeroshotCLIP against ``CLIP.encode_text`` (which reads the end-of-text token) and
+    ``CLIP.encode_image``: a read-out one position off, a wrong template or image transform changes predictions
+    (the threshold tests above do not see a read-out at the "." before EOT: it scores about as well)."""
+    import clip
+
+    run_dir = _run_dir(zero_shot_runs, "ZeroshotCLIP")
+    (template,) = json.loads((run_dir / "results.json").read_text())["templates"]
+    _reference_agrees(
+        toy_world, run_dir, lambda model, names: model.encode_text(clip.tokenize([template.format(n) for n in names]))
+    )
+
+
+@pytest.mark.slow  # end to end through the protocol scripts
+def test_anchor_prompt_equals_clips_own_text_tower_with_the_anchor(toy_world: tw.World, anchoropt_runs: Path) -> None:
+    """Stage I's anchor-only prompt "[A] of <class>." against CLIP's own text tower run on the tokens of
+    "x of <class>." with the learned anchor in place of "x": catches a wrong anchor slot, layout or read-out."""
+    import clip
+
+    from anchoropt.method.anchor_checkpoint import load_anchor
+
+    run_dir = _run_dir(anchoropt_runs, "AnchorOPT_StageI")
+    anchor = load_anchor(run_dir).anchor
+    assert anchor.shape[0] == 1  # one anchor token (the released recipe)
+
+    def anchor_features(model, names):
+        tokens = clip.tokenize([f"x of {name}." for name in names])
+        x = model.token_embedding(tokens)
+        x[:, 1] = anchor[0]  # position 0 is the start token
+        x = model.transformer((x + model.positional_embedding).permute(1, 0, 2)).permute(1, 0, 2)
+        return model.ln_final(x)[torch.arange(len(names)), tokens.argmax(-1)] @ model.text_projection
+
+    _reference_agrees(toy_world, run_dir, anchor_features)
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
