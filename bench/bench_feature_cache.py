@@ -131,10 +131,12 @@ def epoch_time(trainer, max_steps: int | None) -> dict[str, float]:
     trainer.set_model_mode("train")
     trainer.num_batches = steps
     batches = iter(trainer.train_loader_x)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for trainer.batch_idx in range(limit):
-        trainer.forward_backward(next(batches))
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    def run_steps() -> None:
+        for trainer.batch_idx in range(limit):
+            trainer.forward_backward(next(batches))
+
+    wall, cpu, _ = timed(run_steps)
     return {"setup_s": setup_s, "epoch_s": wall * steps / limit, "epoch_cpu_s": cpu * steps / limit, "steps": steps}
 
 
