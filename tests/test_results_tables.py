@@ -531,3 +531,28 @@ def test_toy_world_runs_get_a_table_of_the_world_datasets_and_a_filter_narrows_t
     assert "Average (1)" in paper_rows and paper_rows.count("↳ paper") == 1  # the OxfordPets row's, not the average's
     mixed = as_json(t.root)["base2new"][0]["datasets"]  # real and world results together: the paper's 11 first
     assert [r["dataset"] for r in mixed][: len(DATASETS)] == list(DATASETS)
+
+
+def test_transfer_titles_name_their_source_and_average_over_their_own_targets(tree):
+    from anchoropt.toyworld import spec
+
+    for s in SEEDS:  # the toy world's transfer runs beside the tree's ImageNet ones
+        tree.add("cross_dataset", "CoOp", spec.SOURCE.name, "all", s, kind="train")
+        for d in spec.TARGETS:
+            tree.add("cross_dataset", "CoOp", d.name, "all", s, kind="test")
+        for d in spec.VARIANTS:
+            tree.add("domain_generalization", "CoOp", d.name, "all", s, kind="test")
+        tree.add("cross_dataset", "AnchorOPT_StageI", spec.SOURCE.name, "all", s, kind="train")  # source only
+    data = as_json(tree.root)
+    assert [m["trainer"] for m in data["cross_dataset"]] == ["ZeroshotCLIP", "CoOp", "CoOp"]  # no Stage I row
+    text = render(load_report(str(tree.root)), "markdown", show_paper=False)
+    titles = [line for line in text.splitlines() if line.startswith(("Cross-dataset", "Domain generalisation"))]
+    expected = [
+        ("trained on ImageNet", f"the {len(paper.CROSS_DATASET_TARGETS)} targets"),
+        (f"trained on {spec.SOURCE.name}", f"the {len(spec.TARGETS)} targets"),
+        ("cross-dataset ImageNet model", f"the {len(paper.DG_TARGETS)} ImageNet variants"),
+        (f"cross-dataset {spec.SOURCE.name} model", f"the {len(spec.VARIANTS)} {spec.SOURCE.name} variants"),
+    ]
+    assert len(titles) == len(expected)
+    for title, (source, average) in zip(titles, expected):
+        assert source in title and f"mean over {average}" in title, title

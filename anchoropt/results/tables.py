@@ -503,6 +503,8 @@ def _transfer_tables(
         others = {d for s, xd, dg in setups[:index] + setups[index + 1 :] for d in (s, *xd, *dg)}
         for m in methods:
             found = {d for (p, q, d, _) in cells if q == m and (p == protocol or (p == CROSS_DATASET and d == source))}
+            if paper.paper_method(m.trainer) == paper.STAGE1_METHOD and not found & set(targets):
+                continue  # the scripts test a Stage I anchor on its source only: a row of "missing" would mislead
             if (found & {source, *targets}) or (index == 0 and found - others):
                 tables.append(_transfer(cells, protocol, targets, m, labels[m], seeds, source))
     return tables
