@@ -32,6 +32,8 @@ from tests.support.toyworld_runs import (
     accuracy,
     chance,
     run,
+    run_dir,
+    world_dataset,
 )
 
 
@@ -117,16 +119,11 @@ def test_world_is_built_once_and_rebuilt_when_the_recipe_changes(tmp_path: Path,
 
 
 def test_world_datasets_are_registered_and_read_from_coop_layout(toy_world: tw.World) -> None:
-    from anchoropt.config import get_default_config
     from anchoropt.datasets.toyworld import WORLD_CLASSES
 
     assert set(WORLD_CLASSES) == {d.name for d in spec.WORLD_DATASETS} <= set(DATASET_REGISTRY.registered_names())
     for dataset in (spec.SOURCE, spec.VARIANTS[0]):
-        cfg = get_default_config()
-        cfg.DATASET.ROOT, cfg.DATASET.NAME = str(toy_world.data_root), dataset.name
-        cfg.DATASET.NUM_SHOTS, cfg.SEED = 4, 1
-        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-        data = DATASET_REGISTRY.get(dataset.name)(cfg)
+        data = world_dataset(toy_world, dataset, num_shots=4)
         assert data.classnames == list(dataset.classes)
         assert len(data.test) == len(dataset.classes) * spec.split_sizes(IMAGES_PER_CLASS)[2]
 
@@ -150,20 +147,16 @@ def test_zero_shot_clip_scores_base_and_novel_at_least_three_times_chance(zero_s
         assert acc >= 3 * chance(spec.SOURCE, half), f"zero-shot {half}: {acc:.1f}%"
 
 
-def _reference_agrees(world: tw.World, run_dir: Path, text_features) -> None:
+def _reference_agrees(world: tw.World, folder: Path, text_features) -> None:
     """The run's base-class accuracy (its results.json) equals one computed with the clip package's own model on
     the same test images, ``text_features(model, classnames)`` giving the class features; one image of slack (the
     two encoders round differently, which may flip a near tie)."""
     from clip.model import build_model
     from PIL import Image
 
-    from anchoropt.config import get_default_config
     from anchoropt.toyworld.pretrain import image_tensor
 
-    cfg = get_default_config()
-    cfg.DATASET.ROOT, cfg.DATASET.NAME = str(world.data_root), spec.SOURCE.name
-    cfg.DATASET.NUM_SHOTS, cfg.SEED, cfg.DATASET.SUBSAMPLE_CLASSES = 16, SEED, "base"
-    data = DATASET_REGISTRY.get(spec.SOURCE.name)(cfg)
+    data = world_dataset(world, spec.SOURCE, "base")
     model = build_model(torch.load(world.clip_path, map_location="cpu", weights_only=True)).float().eval()
     with torch.no_grad():
         text = text_features(model, data.classnames)
@@ -172,15 +165,10 @@ def _reference_agrees(world: tw.World, run_dir: Path, text_features) -> None:
         predicted = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()).argmax(1)
     labels = torch.tensor([item.label for item in data.test])
     reference = 100.0 * (predicted == labels).float().mean().item()
-    measured = json.loads((run_dir / "results.json").read_text())["metrics"]["accuracy"]
+    measured = json.loads((folder / "results.json").read_text())["metrics"]["accuracy"]
     assert abs(measured - reference) <= 100.0 / len(labels) + 1e-6, (
-        f"{run_dir}: {measured:.2f}% vs {reference:.2f}% with the clip package's own encoders"
+        f"{folder}: {measured:.2f}% vs {reference:.2f}% with the clip package's own encoders"
     )
-
-
-def _run_dir(output: Path, trainer: str) -> Path:
-    (found,) = output.glob(f"base2new/train_base/toy_net/shots_16/{trainer}/*/seed{SEED}")
-    return found
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
@@ -190,10 +178,10 @@ def test_zero_shot_equals_clips_own_encoders_on_the_same_images(toy_world: tw.Wo
     (the threshold tests above do not see a read-out at the "." before EOT: it scores about as well)."""
     import clip
 
-    run_dir = _run_dir(zero_shot_runs, "ZeroshotCLIP")
-    (template,) = json.loads((run_dir / "results.json").read_text())["templates"]
+    folder = run_dir(zero_shot_runs, "train_base", "toy_net", "ZeroshotCLIP")
+    (template,) = json.loads((folder / "results.json").read_text())["templates"]
     _reference_agrees(
-        toy_world, run_dir, lambda model, names: model.encode_text(clip.tokenize([template.format(n) for n in names]))
+        toy_world, folder, lambda model, names: model.encode_text(clip.tokenize([template.format(n) for n in names]))
     )
 
 
@@ -205,8 +193,8 @@ def test_anchor_prompt_equals_clips_own_text_tower_with_the_anchor(toy_world: tw
 
     from anchoropt.method.anchor_checkpoint import load_anchor
 
-    run_dir = _run_dir(anchoropt_runs, "AnchorOPT_StageI")
-    anchor = load_anchor(run_dir).anchor
+    folder = run_dir(anchoropt_runs, "train_base", "toy_net", "AnchorOPT_StageI")
+    anchor = load_anchor(folder).anchor
     assert anchor.shape[0] == 1  # one anchor token (the released recipe)
 
     def anchor_features(model, names):
@@ -216,7 +204,7 @@ def test_anchor_prompt_equals_clips_own_text_tower_with_the_anchor(toy_world: tw
         x = model.transformer((x + model.positional_embedding).permute(1, 0, 2)).permute(1, 0, 2)
         return model.ln_final(x)[torch.arange(len(names)), tokens.argmax(-1)] @ model.text_projection
 
-    _reference_agrees(toy_world, run_dir, anchor_features)
+    _reference_agrees(toy_world, folder, anchor_features)
 
 
 @pytest.mark.slow  # end to end through the protocol scripts
@@ -228,7 +216,7 @@ def test_coop_raises_base_accuracy_over_zero_shot(zero_shot_runs: Path, coop_run
 
 @pytest.mark.slow  # end to end through the protocol scripts
 def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_chance(anchoropt_runs: Path) -> None:
-    stage1 = next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/AnchorOPT_StageI/*/seed1"))
+    stage1 = run_dir(anchoropt_runs, "train_base", "toy_net", "AnchorOPT_StageI")
     # The description MSE itself, per epoch, from the machine-readable history (not the log).
     history = [json.loads(line) for line in (stage1 / "train_history.jsonl").read_text().splitlines()]
     losses = [entry["mse"] for entry in history]
@@ -243,9 +231,7 @@ def test_stage1_lowers_description_mse_and_the_anchor_prompt_scores_well_above_c
 def test_coop_anchoropt_trained_on_base_scores_novel_classes_above_chance(anchoropt_runs: Path) -> None:
     novel = accuracy(anchoropt_runs, "test_new", "toy_net", "CoOp_AnchorOPT")
     assert novel >= 3 * chance(spec.SOURCE, "new"), f"CoOp_AnchorOPT novel: {novel:.1f}%"
-    assert (
-        next(anchoropt_runs.glob("base2new/train_base/toy_net/shots_16/CoOp_AnchorOPT/*/seed1")) / "positions.png"
-    ).is_file()
+    assert (run_dir(anchoropt_runs, "train_base", "toy_net", "CoOp_AnchorOPT") / "positions.png").is_file()
 
 
 @pytest.mark.slow  # end to end through the protocol scripts

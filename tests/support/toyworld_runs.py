@@ -30,10 +30,28 @@ def build_test_world(tmp_path_factory: pytest.TempPathFactory) -> tw.World:
     return tw.build_world(tmp_path_factory.mktemp("toyworld"), images_per_class=IMAGES_PER_CLASS, log=lambda _: None)
 
 
+def world_dataset(world: tw.World, dataset: spec.WorldDataset, subsample: str = "all", num_shots: int = 16):
+    """``dataset`` of ``world`` as train.py reads it (the registered class, seed SEED)."""
+    import anchoropt.datasets  # noqa: F401  (registers the datasets, as train.py does)
+    from anchoropt.config import get_default_config
+    from anchoropt.engine import DATASET_REGISTRY
+
+    cfg = get_default_config()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME = str(world.data_root), dataset.name
+    cfg.DATASET.NUM_SHOTS, cfg.SEED, cfg.DATASET.SUBSAMPLE_CLASSES = num_shots, SEED, subsample
+    return DATASET_REGISTRY.get(dataset.name)(cfg)
+
+
+def run_dir(output: Path, kind: str, dataset: str, trainer: str, protocol: str = "base2new") -> Path:
+    """The one run folder of ``trainer`` (seed SEED) the scripts wrote under ``output/<protocol>/<kind>/<dataset>``."""
+    found = list(output.glob(f"{protocol}/{kind}/{dataset}/shots_16/{trainer}/*/seed{SEED}"))
+    assert len(found) == 1, f"expected one {trainer} run under {output}/{protocol}/{kind}/{dataset}, found {found}"
+    return found[0]
+
+
 def accuracy(output: Path, kind: str, dataset: str, trainer: str, protocol: str = "base2new") -> float:
-    files = list(output.glob(f"{protocol}/{kind}/{dataset}/shots_16/{trainer}/*/seed{SEED}/results.json"))
-    assert len(files) == 1, f"expected one {trainer} results file under {output}/{protocol}/{kind}/{dataset}"
-    return json.loads(files[0].read_text())["metrics"]["accuracy"]
+    results = run_dir(output, kind, dataset, trainer, protocol) / "results.json"
+    return json.loads(results.read_text())["metrics"]["accuracy"]
 
 
 def run(
