@@ -178,57 +178,57 @@ def _datasets_text(n: int) -> str:
     return "1 dataset" if n == 1 else f"{n} datasets"
 
 
-def _titles(report: Report) -> dict[str, str]:
-    """The base-to-novel title, and ``common``: what every transfer table's title says about its cells."""
-    seeds = _seeds_text(report.seeds)
-    n = len(report.seeds)
-    common = (
-        f"accuracy (%), mean ± std over seeds {seeds} (population std, as CoOp's parse_test_res); "
-        f"[k/{n} seeds] marks a cell with seeds missing"
-    )
+def _seeds_missing_text(report: Report) -> str:
+    """The part every title shares: which cells lack seeds, and the backbone when there is one."""
     backbones = report.backbones
-    if len(backbones) == 1:
-        common += f"; backbone {backbones[0]}"
-    return {
-        "base2new": (
-            f"Base-to-novel generalisation: Base / Novel / HM accuracy (%), means over seeds {seeds} (their std: "
-            f"--format csv or json); [k/{n} seeds] marks a cell with seeds missing"
-            + (f"; backbone {backbones[0]}" if len(backbones) == 1 else "")
-            + ". HM = 2·B·N/(B+N) of the mean Base and mean Novel. "
-            f"Average: HM of the mean Base and mean Novel over the {_datasets_text(len(report.base2new_datasets))}, "
-            "only when every dataset has every seed."
-        ),
-        "common": common,
-    }
+    return f"[k/{len(report.seeds)} seeds] marks a cell with seeds missing" + (
+        f"; backbone {backbones[0]}" if len(backbones) == 1 else ""
+    )
 
 
-def _transfer_title(protocol: str, source: str, targets: int, common: str) -> str:
+def _cells_text(report: Report) -> str:
+    """What every transfer table's title says about its cells."""
+    return (
+        f"accuracy (%), mean ± std over seeds {_seeds_text(report.seeds)} (population std, as CoOp's "
+        f"parse_test_res); {_seeds_missing_text(report)}"
+    )
+
+
+def _base2new_title(report: Report) -> str:
+    return (
+        f"Base-to-novel generalisation: Base / Novel / HM accuracy (%), means over seeds {_seeds_text(report.seeds)} "
+        f"(their std: --format csv or json); {_seeds_missing_text(report)}. HM = 2·B·N/(B+N) of the mean Base and "
+        f"mean Novel. Average: HM of the mean Base and mean Novel over the "
+        f"{_datasets_text(len(report.base2new_datasets))}, only when every dataset has every seed."
+    )
+
+
+def _transfer_title(protocol: str, source: str, targets: int, cells: str) -> str:
     """A cross-dataset or DG title naming its source and averaging over its own targets (ImageNet's 10 and 4,
     the toy world's 3 and 4)."""
     if protocol == "cross_dataset":
         return (
-            f"Cross-dataset transfer (trained on {source}, all classes): {common}. Average: mean over "
+            f"Cross-dataset transfer (trained on {source}, all classes): {cells}. Average: mean over "
             f"the {targets} targets, only when every target has every seed."
         )
     return (
-        f"Domain generalisation (the cross-dataset {source} model): {common}. Average: "
+        f"Domain generalisation (the cross-dataset {source} model): {cells}. Average: "
         f"mean over the {targets} {source} variants, only when complete."
     )
 
 
 def _tables(report: Report, show_paper: bool) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, headers, rows, a line under the table) per protocol."""
-    titles = _titles(report)
     out = []
     if report.base2new:
         headers, rows, skipped = _base2new_rows(_align_rows(report.base2new), show_paper, report.base2new_datasets)
         below = f"not run: {', '.join(paper.dataset_label(d) for d in skipped)}" if skipped else ""
-        out.append((titles["base2new"], headers, rows, below))
+        out.append((_base2new_title(report), headers, rows, below))
     for protocol in ("cross_dataset", "domain_generalization"):
         tables = getattr(report, protocol)
         for source in dict.fromkeys(t.source_dataset for t in tables):  # one table per source, in order
             chosen = [t for t in tables if t.source_dataset == source]
-            title = _transfer_title(protocol, source, len(chosen[0].targets), titles["common"])
+            title = _transfer_title(protocol, source, len(chosen[0].targets), _cells_text(report))
             out.append((title, *_transfer_rows(chosen, protocol, show_paper), ""))
     return out
 
